@@ -1,0 +1,181 @@
+"""``sasformer``: the command line, a thin wrapper over the library (no model logic lives here)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+app = typer.Typer(
+    name="sasformer",
+    help="SASFormer: dense segmentation from sparse scribbles and clicks.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a one-line error (no traceback) and exit: bad input is the user's to fix, not a crash."""
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def parse_floats(text: str, what: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        fail(f"{what} must be comma-separated numbers, got {text!r}")
+        raise
+
+
+@app.command()
+def info() -> None:
+    """List the MiT variants with their hyper-parameters and encoder parameter counts."""
+    from .config import MIT_VARIANTS, SEGFORMER_DECODER_DIM, ModelConfig
+    from .sasformer import build_sasformer, encoder_param_count
+
+    table = Table("variant", "embed dims", "depths", "decoder dim", "encoder params")
+    for name, v in MIT_VARIANTS.items():
+        n = encoder_param_count(build_sasformer(ModelConfig(variant=name)))
+        table.add_row(name, str(v["embed_dims"]), str(v["depths"]), str(SEGFORMER_DECODER_DIM[name]),
+                      f"{n / 1e6:.2f}M")
+    Console().print(table)
+
+
+@app.command()
+def init(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Bundle directory to create.")],
+    classes: Annotated[str, typer.Option(help="Comma-separated class names, e.g. 'background,RV,Myo,LV'.")],
+    variant: Annotated[str, typer.Option(help="MiT variant b0..b5.")] = "b0",
+    colors: Annotated[str | None, typer.Option(help="Class colours as '#rrggbb,...' (default palette).")] = None,
+    pretrained: Annotated[Path | None, typer.Option(help="Local MiT/SegFormer checkpoint (NVlabs, mmseg or HF).")]
+    = None,
+    strides: Annotated[str, typer.Option(help="'sasformer' (4,2,2,1) or 'segformer' (4,2,2,2).")] = "sasformer",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing bundle.")] = False,
+) -> None:
+    """Create a model bundle (optionally from pretrained ImageNet/SegFormer weights) to train or serve."""
+    from .bundle import BundleError, save_bundle
+    from .config import STRIDES_SASFORMER, STRIDES_SEGFORMER, ModelConfig
+    from .pretrained import PretrainedError, load_pretrained
+    from .sasformer import build_sasformer
+
+    names = [c.strip() for c in classes.split(",") if c.strip()]
+    col = None
+    if colors:
+        try:
+            hexes = [c.strip().lstrip("#") for c in colors.split(",")]
+            col = [(int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)) for h in hexes]
+        except ValueError:
+            fail(f"colours must be '#rrggbb,...', got {colors!r}")
+    if strides not in ("sasformer", "segformer"):
+        fail(f"--strides must be 'sasformer' or 'segformer', got {strides!r}")
+    try:
+        cfg = ModelConfig(
+            variant=variant, num_classes=len(names), class_names=names, class_colors=col or [],
+            strides=STRIDES_SASFORMER if strides == "sasformer" else STRIDES_SEGFORMER,
+        )
+        model = build_sasformer(cfg)
+        provenance: dict = {"init": "scratch"}
+        if pretrained is not None:
+            report = load_pretrained(model, pretrained)
+            provenance = {"init": "pretrained", "pretrained": str(pretrained), "layout": report.layout,
+                          "loaded_tensors": len(report.loaded), "skipped": report.skipped[:20]}
+            console.print(f"loaded {len(report.loaded)} tensors ({report.layout} layout) from {pretrained}")
+        save_bundle(model, output, provenance, overwrite=overwrite)
+    except (ValueError, PretrainedError, BundleError) as e:
+        fail(str(e))
+    console.print(f"wrote {output}")
+
+
+@app.command()
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, TIFF; gray or RGB; 8/16-bit).")],
+    model: Annotated[Path, typer.Option("--model", "-m", help="Model bundle directory.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output directory.")],
+    flip: Annotated[bool, typer.Option(help="Flip test-time augmentation.")] = False,
+    scales: Annotated[str, typer.Option(help="Multi-scale TTA, e.g. '0.75,1,1.25'.")] = "1",
+    save_overlay: Annotated[bool, typer.Option("--overlay", help="Also write a colour overlay JPEG.")] = False,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: CUDA if present).")] = None,
+) -> None:
+    """Segment images: writes <name>.png (paletted class map) and <name>.json (class areas)."""
+    from PIL import Image
+    from tqdm import tqdm
+
+    from .bundle import BundleError, load_bundle
+    from .imageio import ImageReadError, overlay, read_image, save_palette_png
+    from .predictor import Predictor, default_device
+    from .preprocess import to_rgb_array
+
+    scale_list = parse_floats(scales, "--scales")
+    if not scale_list or any(s <= 0 for s in scale_list):
+        fail(f"--scales must be positive numbers, got {scales!r}")
+    try:
+        net, bundle = load_bundle(model, device=device or default_device())
+    except BundleError as e:
+        fail(str(e))
+    predictor = Predictor(net, device=device)
+    names = bundle.config.class_names
+    output.mkdir(parents=True, exist_ok=True)
+    for path in tqdm(images, desc="predict", unit="img"):
+        try:
+            img = read_image(path)
+        except ImageReadError as e:
+            fail(str(e))
+        pred = predictor.predict(img, flip=flip, scales=scale_list)
+        save_palette_png(pred.class_map, bundle.config.class_colors, output / f"{path.stem}.png")
+        areas = pred.class_areas()
+        (output / f"{path.stem}.json").write_text(
+            json.dumps({"image": str(path), "classes": names,
+                        "area_px": {n: int(a) for n, a in zip(names, areas, strict=True)}}, indent=2))
+        if save_overlay:
+            Image.fromarray(overlay(to_rgb_array(img), pred.class_map, bundle.config.class_colors)).save(
+                output / f"{path.stem}_overlay.jpg", quality=90)
+    console.print(f"wrote {len(images)} prediction(s) to {output}")
+
+
+@app.command()
+def attention(
+    image: Annotated[Path, typer.Argument(help="Image file.")],
+    model: Annotated[Path, typer.Option("--model", "-m", help="Model bundle directory.")],
+    x: Annotated[int, typer.Option(help="Query pixel column.")],
+    y: Annotated[int, typer.Option(help="Query pixel row.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output directory.")],
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: CUDA if present).")] = None,
+) -> None:
+    """Write the patch-attention heatmaps of one query pixel for stages 1-4 and their mean (paper Fig. 3)."""
+    from PIL import Image
+
+    from .bundle import BundleError, load_bundle
+    from .imageio import ImageReadError, heatmap_rgb, read_image
+    from .predictor import Predictor, default_device
+    from .preprocess import to_rgb_array
+
+    try:
+        net, _ = load_bundle(model, device=device or default_device())
+        img = read_image(image)
+        maps = Predictor(net, device=device).attention_maps(img, (x, y))
+    except (BundleError, ImageReadError, ValueError) as e:
+        fail(str(e))
+    output.mkdir(parents=True, exist_ok=True)
+    rgb = to_rgb_array(img)
+    for key, heat in maps.items():
+        blend = (0.5 * rgb + 0.5 * heatmap_rgb(heat)).astype("uint8")
+        Image.fromarray(blend).save(output / f"{image.stem}_attn_{key}.png")
+    console.print(f"wrote {len(maps)} heatmaps to {output}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

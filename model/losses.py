@@ -1,0 +1,161 @@
+"""SASFormer's training objective: partial cross-entropy + alpha * affinity loss (paper Eq. 1-7).
+
+Shapes: logits ``(B, C, h, w)`` (decoder output, 1/4 resolution), target ``(B, H, W)`` int64 with
+``ignore_index`` on unlabeled pixels, attention maps ``(B, h_l, w_l, h'_l, w'_l)`` as returned by
+``SASFormer.forward(..., return_attention=True)``.
+
+Where we depart from the public code (see ../docs/architecture.md):
+* partial CE is computed at the *input* resolution (logits upsampled bilinearly), not on 1/4-size
+  logits against nearest-downsampled targets, so no thin scribble pixel or single click is lost;
+* a query cell counts as labeled (and is left out of L_aff) if *any* of its pixels is labeled,
+  instead of whichever pixel nearest-neighbour sampling happens to hit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .config import LossConfig
+
+_EPS = 1e-8
+
+
+def partial_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+    """Mean CE over labeled pixels only, at the target's resolution.
+
+    Returns 0 (still attached to the graph) when a batch has no labeled pixel, rather than NaN.
+    """
+    if logits.shape[-2:] != target.shape[-2:]:
+        logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
+    labeled = target != ignore_index
+    if not bool(labeled.any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="mean")
+
+
+def unlabeled_cells(target: torch.Tensor, grid: tuple[int, int], ignore_index: int = 255) -> torch.Tensor:
+    """``(B, h*w)`` bool: cells of a ``grid`` over the image that contain no labeled pixel.
+
+    Uses adaptive max pooling of the labeled mask, which matches how bilinear resizing maps image
+    pixels onto the grid closely enough for a mask and never drops an isolated labeled pixel.
+    """
+    labeled = (target != ignore_index).float().unsqueeze(1)
+    pooled = F.adaptive_max_pool2d(labeled, grid)
+    return (pooled.flatten(1) == 0)
+
+
+def _to_grid(logits: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Resize logits bilinearly to a grid and lay them out as ``(B, h*w, C)`` rows."""
+    if logits.shape[-2:] != grid:
+        logits = F.interpolate(logits, size=grid, mode="bilinear", align_corners=False)
+    return logits.flatten(2).transpose(1, 2)
+
+
+def propagate(attn: torch.Tensor, logits: torch.Tensor, normalisation: str = "double",
+              exclude_self: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 4-6 for one stage: return ``(Y*, P*)``, both ``(B, M_l, C)`` distributions over classes.
+
+    ``attn`` is ``(B, h, w, h', w')``. With ``exclude_self`` and equal query/key grids, each query's
+    own key is removed and the row renormalised.
+    """
+    b, hq, wq, hk, wk = attn.shape
+    a = attn.reshape(b, hq * wq, hk * wk)
+    if exclude_self and (hq, wq) == (hk, wk):
+        eye = torch.eye(hq * wq, dtype=torch.bool, device=a.device)
+        a = a.masked_fill(eye, 0.0)
+        a = a / a.sum(-1, keepdim=True).clamp_min(_EPS)
+    p_query = _to_grid(logits, (hq, wq))
+    p_key = _to_grid(logits, (hk, wk))
+    if normalisation == "logit":
+        return torch.bmm(a, p_key).softmax(-1), p_query.softmax(-1)
+    y = torch.bmm(a, p_key.softmax(-1))
+    p = p_query.softmax(-1)
+    if normalisation == "double":
+        return y.softmax(-1), p.softmax(-1)
+    return y, p
+
+
+def _distance(y: torch.Tensor, p: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per-cell distance, summed over classes: ``(B, M)``."""
+    if kind == "l1":
+        return (y - p).abs().sum(-1)
+    if kind == "l2":
+        return (y - p).pow(2).sum(-1)
+    if kind == "kl":
+        return (y * (y.clamp_min(_EPS).log() - p.clamp_min(_EPS).log())).sum(-1)
+    if kind == "ce":
+        return -(y * p.clamp_min(_EPS).log()).sum(-1)
+    raise ValueError(f"unknown distance {kind!r}")
+
+
+def affinity_loss(
+    logits: torch.Tensor,
+    attentions: list[torch.Tensor],
+    target: torch.Tensor | None,
+    cfg: LossConfig,
+) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """L_aff = mean over the chosen stages of the distance between Y*_l and P*_l (Eq. 7).
+
+    The distance is averaged over the cells that take part (unlabeled ones when
+    ``cfg.unlabeled_only``; all cells otherwise). A stage with no such cell contributes 0.
+
+    Returns the loss and the per-stage values (keys 1-4) for logging.
+    """
+    per_stage: dict[int, torch.Tensor] = {}
+    for stage in cfg.stages:
+        attn = attentions[stage - 1]
+        if cfg.detach_attention:
+            attn = attn.detach()
+        y, p = propagate(attn, logits, cfg.normalisation, cfg.exclude_self)
+        d = _distance(y, p, cfg.distance)
+        if cfg.unlabeled_only and target is not None:
+            mask = unlabeled_cells(target, (attn.shape[1], attn.shape[2]), cfg.ignore_index).to(d.dtype)
+            per_stage[stage] = (d * mask).sum() / mask.sum().clamp_min(1.0)
+        else:
+            per_stage[stage] = d.mean()
+    if not per_stage:
+        return logits.sum() * 0.0, per_stage
+    total = torch.stack(list(per_stage.values())).mean()
+    return total, per_stage
+
+
+@dataclass
+class LossOutput:
+    """Total loss and its terms; ``alpha`` is the weight actually applied at this step."""
+
+    loss: torch.Tensor
+    pce: torch.Tensor
+    aff: torch.Tensor
+    alpha: float
+    aff_per_stage: dict[int, torch.Tensor]
+
+    def scalars(self) -> dict[str, float]:
+        out = {name: float(getattr(self, name).detach()) for name in ("loss", "pce", "aff")}
+        out["alpha"] = self.alpha
+        out.update({f"aff_s{k}": float(v.detach()) for k, v in self.aff_per_stage.items()})
+        return out
+
+
+def sasformer_loss(
+    logits: torch.Tensor,
+    attentions: list[torch.Tensor] | None,
+    target: torch.Tensor,
+    cfg: LossConfig,
+    step: int = 0,
+) -> LossOutput:
+    """``pCE + alpha(step) * L_aff``. With ``alpha == 0`` or no attention, this is plain pCE."""
+    pce = partial_cross_entropy(logits, target, cfg.ignore_index)
+    alpha = cfg.alpha_at(step)
+    if attentions is None or cfg.alpha == 0 or not cfg.stages:
+        zero = pce.detach() * 0.0
+        return LossOutput(pce, pce, zero, alpha, {})
+    aff, per_stage = affinity_loss(logits, attentions, target, cfg)
+    return LossOutput(pce + alpha * aff, pce, aff, alpha, per_stage)
+
+
+def needs_attention(cfg: LossConfig) -> bool:
+    """Whether a forward must capture attention for this loss (skip the cost when it does not)."""
+    return cfg.alpha > 0 and bool(cfg.stages)

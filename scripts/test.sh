@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install (once) and run the test suite. Extra arguments go to pytest, e.g. `-m slow` or `-k affinity`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh test
+export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 GRADIO_ANALYTICS_ENABLED=False
+.venv/bin/ruff check model backend worker webui tests bench
+.venv/bin/mypy
+exec .venv/bin/python -m pytest "$@"
