@@ -20,13 +20,16 @@ def test_help_for_every_subcommand(command: list[str]) -> None:
 
 def test_init_predict_attention_end_to_end(tmp_path: Path) -> None:
     bundle = tmp_path / "bundle"
-    r = runner.invoke(app, ["init", "-o", str(bundle), "--classes", "bg,fg,edge", "--colors", "#000000,#ff0000,#00ff00"])
+    r = runner.invoke(
+        app, ["init", "-o", str(bundle), "--classes", "bg,fg,edge", "--colors", "#000000,#ff0000,#00ff00"]
+    )
     assert r.exit_code == 0, r.output
     img = tmp_path / "a.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (45, 61), dtype=np.uint8)).save(img)
     out = tmp_path / "out"
-    r = runner.invoke(app, ["predict", str(img), "-m", str(bundle), "-o", str(out), "--flip", "--overlay",
-                            "--device", "cpu"])
+    r = runner.invoke(
+        app, ["predict", str(img), "-m", str(bundle), "-o", str(out), "--flip", "--overlay", "--device", "cpu"]
+    )
     assert r.exit_code == 0, r.output
     label = Image.open(out / "a.png")
     assert label.mode == "P" and label.size == (61, 45)
@@ -34,8 +37,9 @@ def test_init_predict_attention_end_to_end(tmp_path: Path) -> None:
     areas = json.loads((out / "a.json").read_text())["area_px"]
     assert sum(areas.values()) == 45 * 61 and list(areas) == ["bg", "fg", "edge"]
     assert (out / "a_overlay.jpg").is_file()
-    r = runner.invoke(app, ["attention", str(img), "-m", str(bundle), "--x", "5", "--y", "7", "-o", str(out),
-                            "--device", "cpu"])
+    r = runner.invoke(
+        app, ["attention", str(img), "-m", str(bundle), "--x", "5", "--y", "7", "-o", str(out), "--device", "cpu"]
+    )
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in out.glob("a_attn_*.png")) == [f"a_attn_{k}.png" for k in ("1", "2", "3", "4", "mean")]
 
@@ -49,7 +53,9 @@ def test_errors_name_the_file_and_exit_2(tmp_path: Path) -> None:
     bad.write_bytes(b"\x89PNG not really")
     r = runner.invoke(app, ["predict", str(bad), "-m", str(bundle), "-o", str(tmp_path / "o")])
     assert r.exit_code == 2 and "cannot read image" in r.output and "broken.png" in r.output
-    r = runner.invoke(app, ["init", "-o", str(tmp_path / "c"), "--classes", "a", "--pretrained", str(tmp_path / "w.pth")])
+    r = runner.invoke(
+        app, ["init", "-o", str(tmp_path / "c"), "--classes", "a", "--pretrained", str(tmp_path / "w.pth")]
+    )
     assert r.exit_code == 2 and "not found" in r.output and "w.pth" in r.output
     r = runner.invoke(app, ["init", "-o", str(tmp_path / "d"), "--classes", "a", "--variant", "b7"])
     assert r.exit_code == 2 and "unknown MiT variant" in r.output

@@ -55,13 +55,13 @@ def reference_affinity(logits, attentions, target, stages, normalisation, distan
                         if normalisation == "double":
                             y, p = _softmax(y), _softmax(p)
                     if distance == "l1":
-                        d = sum(abs(yc - pc) for yc, pc in zip(y, p))
+                        d = sum(abs(yc - pc) for yc, pc in zip(y, p, strict=True))
                     elif distance == "l2":
-                        d = sum((yc - pc) ** 2 for yc, pc in zip(y, p))
+                        d = sum((yc - pc) ** 2 for yc, pc in zip(y, p, strict=True))
                     elif distance == "kl":
-                        d = sum(yc * (math.log(yc) - math.log(pc)) for yc, pc in zip(y, p))
+                        d = sum(yc * (math.log(yc) - math.log(pc)) for yc, pc in zip(y, p, strict=True))
                     else:
-                        d = -sum(yc * math.log(pc) for yc, pc in zip(y, p))
+                        d = -sum(yc * math.log(pc) for yc, pc in zip(y, p, strict=True))
                     total += d
                     count += 1
         stage_losses.append(total / max(count, 1))
