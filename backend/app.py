@@ -1,0 +1,56 @@
+"""``create_app(settings)``: wires settings, database, storage and services into a FastAPI app."""
+
+from __future__ import annotations
+
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from . import __version__
+from .db import make_engine, make_sessionmaker, migrate
+from .deps import AppContext, require_auth
+from .errors import install_error_handlers
+from .logs import BodyLimitMiddleware, RequestContextMiddleware, setup_logging
+from .routers import annotations, attention, export, health, images, jobs, models, projects, segment
+from .services.annotations import AnnotationService
+from .services.images import ImageStore
+from .services.jobs import JobQueue, JobService, WorkerJobQueue
+from .services.predictions import PredictionService
+from .services.registry import ModelRegistry
+from .settings import Settings
+
+DESCRIPTION = """Dense masks from sparse scribbles and clicks (SASFormer). Errors are JSON `{"detail": ...}`.
+A new project's first model version is randomly initialised (or from a configured pretrained checkpoint):
+its masks are meaningless until the project has been fine-tuned on its labels."""
+
+
+def build_context(settings: Settings, queue: JobQueue | None = None) -> AppContext:
+    """The services without HTTP: also what the worker and the web UI construct."""
+    settings.ensure_dirs()
+    engine = make_engine(settings)
+    migrate(engine)
+    registry = ModelRegistry(settings)
+    ann = AnnotationService(settings)
+    return AppContext(
+        settings=settings, engine=engine, sessions=make_sessionmaker(engine), registry=registry,
+        images=ImageStore(settings), annotations=ann, predictions=PredictionService(settings),
+        jobs=JobService(settings, queue or WorkerJobQueue(settings), registry, ann),
+    )
+
+
+def create_app(settings: Settings | None = None, queue: JobQueue | None = None) -> FastAPI:
+    settings = settings or Settings()
+    setup_logging(settings.log_level, settings.log_json)
+    app = FastAPI(title="SASFormer Studio API", version=__version__, description=DESCRIPTION)
+    app.state.ctx = build_context(settings, queue)
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
+                           allow_methods=["*"], allow_headers=["*"], expose_headers=["ETag", "X-Request-ID"])
+    app.add_middleware(RequestContextMiddleware)
+    app.include_router(health.router)
+    secured = [Depends(require_auth)]
+    for r in (projects, images, annotations, segment, attention, models, jobs, export):
+        app.include_router(r.router, dependencies=secured)
+    app.include_router(health.ready_router, dependencies=secured)
+    return app

@@ -1,0 +1,31 @@
+"""Alembic environment: runs on the connection handed over by ``backend.db.migrate`` or, from the
+``alembic`` CLI, on the database of ``backend.settings.Settings`` (DATABASE_URL / SASFORMER_HOME)."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from backend import orm  # noqa: F401  (registers the tables on Base.metadata)
+from backend.db import Base, make_engine
+from backend.settings import Settings
+
+target_metadata = Base.metadata
+
+
+def run_migrations_online() -> None:
+    connection = context.config.attributes.get("connection")
+    if connection is not None:
+        context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    engine = make_engine(Settings())
+    with engine.begin() as conn:
+        context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=True)
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+if context.is_offline_mode():
+    raise SystemExit("offline (--sql) migrations are not supported; run against a database")
+run_migrations_online()

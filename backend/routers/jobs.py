@@ -1,0 +1,108 @@
+"""Fine-tune jobs: create (201 + id), list, get with progress, cancel, and an SSE progress stream.
+
+Execution is the worker's (see ``backend.services.jobs``); without a worker a job stays queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+
+import anyio
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
+
+from ..deps import AppContext, CtxDep, PrincipalDep, SessionDep, project_or_404
+from ..orm import Job
+from ..schemas.common import ERROR_RESPONSES, Page
+from ..schemas.jobs import TERMINAL_STATES, JobCreate, JobProgress, JobPublic, JobState
+
+router = APIRouter(tags=["jobs"], responses=ERROR_RESPONSES)
+
+
+def public(session: Session, ctx: AppContext, job: Job) -> JobPublic:
+    note = ctx.jobs.queue.available() if job.state == "queued" and job.task_id is None else None
+    return JobPublic(
+        id=job.id, project_id=job.project_id, kind=job.kind, state=job.state,  # type: ignore[arg-type]
+        params=JobCreate.model_validate(job.params), base_version=ctx.jobs.version_number(session, job.base_version_id),
+        result_version=ctx.jobs.version_number(session, job.result_version_id),
+        progress=JobProgress.model_validate(job.progress or {}), error=job.error, cancel_requested=job.cancel_requested,
+        author=job.author, created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+        updated_at=job.updated_at, note=note,
+    )
+
+
+@router.post("/projects/{project_id}/jobs", status_code=201, response_model=JobPublic)
+def create_job(project_id: int, body: JobCreate, session: SessionDep, ctx: CtxDep, who: PrincipalDep,
+               response: Response) -> JobPublic:
+    """Queue a fine-tune of the project's model on its labels; 409 if nothing is labelled yet."""
+    project = project_or_404(session, project_id)
+    job = ctx.jobs.create(session, project, body, who.name)
+    session.commit()  # the worker must find the row when it picks the task up
+    ctx.jobs.dispatch(session, job)
+    session.commit()
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return public(session, ctx, job)
+
+
+@router.get("/projects/{project_id}/jobs", response_model=Page[JobPublic])
+def list_jobs(project_id: int, session: SessionDep, ctx: CtxDep, state: JobState | None = None,
+              offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=500)) -> Page[JobPublic]:
+    project_or_404(session, project_id)
+    rows, total = ctx.jobs.list(session, project_id, state, offset, limit)
+    return Page(items=[public(session, ctx, j) for j in rows], total=total, offset=offset, limit=limit)
+
+
+@router.get("/jobs/{job_id}", response_model=JobPublic)
+def get_job(job_id: int, session: SessionDep, ctx: CtxDep) -> JobPublic:
+    return public(session, ctx, ctx.jobs.get(session, job_id))
+
+
+@router.delete("/jobs/{job_id}", response_model=JobPublic, responses={202: {"model": JobPublic}})
+def cancel_job(job_id: int, session: SessionDep, ctx: CtxDep, response: Response) -> JobPublic:
+    """A queued job is cancelled at once (200); a running one is asked to stop (202) and ends 'cancelled'."""
+    job = ctx.jobs.get(session, job_id)
+    done = ctx.jobs.cancel(session, job)
+    response.status_code = 200 if done else 202
+    session.flush()
+    return public(session, ctx, job)
+
+
+@router.get("/jobs/{job_id}/events", response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}}}})
+def job_events(job_id: int, request: Request, session: SessionDep, ctx: CtxDep,
+               timeout: float = Query(600, gt=0, le=3600, description="close the stream after this many seconds"),
+               ) -> StreamingResponse:
+    """Server-sent events: ``event: progress`` with the job (JobPublic JSON) on every change; the stream
+    ends after the event of a terminal state (or ``timeout``); ``: keep-alive`` comments in between."""
+    ctx.jobs.get(session, job_id)  # 404 before the stream starts
+    poll = 0.5
+
+    def snapshot() -> tuple[str, bool]:
+        with ctx.sessions() as s:
+            job = ctx.jobs.get(s, job_id)
+            return public(s, ctx, job).model_dump_json(), job.state in TERMINAL_STATES
+
+    async def events() -> AsyncIterator[str]:
+        last = None
+        deadline = time.monotonic() + timeout
+        last_beat = time.monotonic()
+        while time.monotonic() < deadline:
+            data, terminal = await anyio.to_thread.run_sync(snapshot)
+            if data != last:
+                yield f"event: progress\nid: {json.loads(data)['updated_at']}\ndata: {data}\n\n"
+                last = data
+                last_beat = time.monotonic()
+            if terminal or await request.is_disconnected():
+                return
+            if time.monotonic() - last_beat > 15:
+                yield ": keep-alive\n\n"
+                last_beat = time.monotonic()
+            await asyncio.sleep(poll)
+        yield "event: timeout\ndata: {}\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -1,0 +1,178 @@
+"""Sparse labels: rasterising strokes and points, checking label PNGs, storing revisions.
+
+A label is an (H, W) uint8 map of class ids with 255 = unlabeled (``model.IGNORE_INDEX``), the
+format ``model.data`` trains from. Strokes are drawn with Pillow's ImageDraw; every save writes a
+new content-addressed label PNG and a new revision row, so history is never overwritten.
+Optimistic concurrency: the ETag is the revision; a write must name it in If-Match once one exists.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image as PILImage
+from PIL import ImageDraw, UnidentifiedImageError
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from model import IGNORE_INDEX
+
+from ..errors import ErrorCode, ServiceError
+from ..orm import AnnotationRevision, Image, Project
+from ..schemas.annotations import AnnotationEdit, Point, Stroke
+from ..settings import Settings
+from ..storage import LocalBlobStore
+from .encoding import palette_png
+from .registry import rgb_color
+
+
+def etag_for(image_id: int, revision: int) -> str:
+    return f'"img{image_id}-r{revision}"'
+
+
+def check_class(class_id: int, num_classes: int, what: str) -> None:
+    if class_id != IGNORE_INDEX and not 0 <= class_id < num_classes:
+        raise ServiceError(ErrorCode.INVALID, f"{what}: class_id {class_id} is out of range for a project with "
+                                              f"{num_classes} classes (0..{num_classes - 1}, or 255 to erase)")
+
+
+def check_inside(x: float, y: float, w: int, h: int, what: str) -> None:
+    if not (0 <= x < w and 0 <= y < h) or not (np.isfinite(x) and np.isfinite(y)):
+        raise ServiceError(ErrorCode.INVALID, f"{what}: point ({x}, {y}) is outside the image of size {w}x{h}")
+
+
+def rasterise(label: np.ndarray, edit: AnnotationEdit, num_classes: int) -> np.ndarray:
+    """Draw strokes (round-capped polylines) then points onto a copy of ``label``."""
+    h, w = label.shape
+    for i, s in enumerate(edit.strokes):
+        check_class(s.class_id, num_classes, f"stroke {i}")
+        for x, y in s.points:
+            check_inside(x, y, w, h, f"stroke {i}")
+    for i, p in enumerate(edit.points):
+        check_class(p.class_id, num_classes, f"point {i}")
+        check_inside(p.x, p.y, w, h, f"point {i}")
+    im = PILImage.fromarray(label.copy(), mode="L")
+    draw = ImageDraw.Draw(im)
+    for s in edit.strokes:
+        xy = [(float(x), float(y)) for x, y in s.points]
+        if len(xy) > 1:
+            draw.line(xy, fill=s.class_id, width=s.width, joint="curve")
+        r = (s.width - 1) / 2
+        if r >= 1 or len(xy) == 1:  # round caps (and a dot for a single-point stroke)
+            for x, y in (xy[0], xy[-1]):
+                draw.ellipse((x - r, y - r, x + r, y + r), fill=s.class_id)
+    for p in edit.points:
+        if p.radius == 0:
+            draw.point((int(p.x), int(p.y)), fill=p.class_id)
+        else:
+            draw.ellipse((p.x - p.radius, p.y - p.radius, p.x + p.radius, p.y + p.radius), fill=p.class_id)
+    return np.asarray(im)
+
+
+def decode_label_png(data: bytes, width: int, height: int, num_classes: int) -> np.ndarray:
+    """A label PNG from a client: same size as the image, values class ids or 255."""
+    try:
+        with PILImage.open(io.BytesIO(data)) as im:
+            if im.format != "PNG":
+                raise ServiceError(ErrorCode.UNSUPPORTED_MEDIA, f"label must be a PNG, got {im.format}")
+            if im.size != (width, height):
+                raise ServiceError(ErrorCode.INVALID, f"label is {im.size[0]}x{im.size[1]} but the image is "
+                                                      f"{width}x{height}")
+            if im.mode not in ("L", "P"):
+                raise ServiceError(ErrorCode.INVALID, f"label PNG must be 8-bit gray or paletted (class ids as "
+                                                      f"pixel values), got mode {im.mode}")
+            im.load()
+            arr = np.asarray(im).astype(np.uint8)
+    except ServiceError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise ServiceError(ErrorCode.UNSUPPORTED_MEDIA, f"cannot decode the label PNG: {e}") from e
+    bad = np.unique(arr[(arr != IGNORE_INDEX) & (arr >= num_classes)])
+    if bad.size:
+        raise ServiceError(ErrorCode.INVALID, f"label has class ids {bad[:10].tolist()} out of range for a project "
+                                              f"with {num_classes} classes (0..{num_classes - 1}, 255 = unlabeled)")
+    return arr
+
+
+class AnnotationService:
+    def __init__(self, settings: Settings) -> None:
+        self.blobs = LocalBlobStore(settings.labels_dir)
+
+    def latest(self, session: Session, image_id: int) -> AnnotationRevision | None:
+        return session.scalar(select(AnnotationRevision).where(AnnotationRevision.image_id == image_id)
+                              .order_by(AnnotationRevision.revision.desc()).limit(1))
+
+    def revision(self, session: Session, image_id: int, revision: int) -> AnnotationRevision:
+        row = session.scalar(select(AnnotationRevision).where(AnnotationRevision.image_id == image_id,
+                                                              AnnotationRevision.revision == revision))
+        if row is None:
+            raise ServiceError(ErrorCode.NOT_FOUND, f"image {image_id} has no annotation revision {revision}")
+        return row
+
+    def history(self, session: Session, image_id: int) -> list[AnnotationRevision]:
+        return list(session.scalars(select(AnnotationRevision).where(AnnotationRevision.image_id == image_id)
+                                    .order_by(AnnotationRevision.revision)))
+
+    def label(self, row: AnnotationRevision | None, image: Image) -> np.ndarray:
+        if row is None:
+            return np.full((image.height, image.width), IGNORE_INDEX, np.uint8)
+        with PILImage.open(self.blobs.path(row.label_sha256, ".png")) as im:
+            return np.asarray(im).astype(np.uint8)
+
+    def label_png(self, row: AnnotationRevision, project: Project) -> bytes:
+        return self.blobs.read(row.label_sha256, ".png")
+
+    @staticmethod
+    def check_precondition(current: AnnotationRevision | None, image_id: int, if_match: str | None) -> None:
+        """412 when If-Match names another revision; 428 when a revision exists and If-Match is missing."""
+        if if_match is None:
+            if current is not None:
+                raise ServiceError(ErrorCode.PRECONDITION_REQUIRED,
+                                   f"image {image_id} already has annotation revision {current.revision}; send "
+                                   f"If-Match: {etag_for(image_id, current.revision)} (from GET) to overwrite it")
+            return
+        tags = [t.strip().removeprefix("W/") for t in if_match.split(",")]
+        if "*" in tags:
+            if current is None:
+                raise ServiceError(ErrorCode.PRECONDITION_FAILED, "If-Match: * but the image has no annotation yet")
+            return
+        have = etag_for(image_id, current.revision) if current is not None else None
+        if have not in tags:
+            raise ServiceError(ErrorCode.PRECONDITION_FAILED,
+                               f"annotation changed: If-Match {if_match} does not match the current "
+                               f"{have or 'state (no annotation yet)'}; GET it again and re-apply your edit",
+                               headers={"ETag": have} if have else None)
+
+    def save(self, session: Session, project: Project, image: Image, label: np.ndarray, *, author: str, kind: str,
+             strokes: list[Stroke], points: list[Point], current: AnnotationRevision | None) -> AnnotationRevision:
+        names = [c["name"] for c in project.classes]
+        colors = [rgb_color(c["color"]) for c in project.classes]
+        counts = np.bincount(label.ravel(), minlength=256)
+        digest = self.blobs.put(palette_png(label, colors), ".png")  # file first, then the row
+        row = AnnotationRevision(
+            image_id=image.id, revision=(current.revision if current else 0) + 1, label_sha256=digest,
+            author=author, kind=kind, strokes=[s.model_dump() for s in strokes],
+            points=[p.model_dump() for p in points], labeled_pixels=int(label.size - counts[IGNORE_INDEX]),
+            class_counts={n: int(counts[i]) for i, n in enumerate(names)},
+        )
+        session.add(row)
+        try:
+            session.flush()
+        except IntegrityError as e:  # another writer took this revision number between our read and write
+            session.rollback()
+            raise ServiceError(ErrorCode.PRECONDITION_FAILED,
+                               "annotation changed concurrently; GET it again and re-apply your edit") from e
+        return row
+
+    def labeled_image_count(self, session: Session, project_id: int) -> int:
+        latest = (select(AnnotationRevision.image_id, func.max(AnnotationRevision.revision).label("rev"))
+                  .join(Image, Image.id == AnnotationRevision.image_id)
+                  .where(Image.project_id == project_id).group_by(AnnotationRevision.image_id).subquery())
+        q = (select(func.count()).select_from(AnnotationRevision)
+             .join(latest, (AnnotationRevision.image_id == latest.c.image_id)
+                   & (AnnotationRevision.revision == latest.c.rev))
+             .where(AnnotationRevision.labeled_pixels > 0))
+        return int(session.scalar(q) or 0)
+
