@@ -4,7 +4,8 @@ Prints, for MiT-B0 at 256 and 512 px, batch 2, the median over repeated runs of:
   * forward (inference) time: ours vs HF ``SegformerForSemanticSegmentation`` with the same config
     (SegFormer strides, 4,2,2,2), plus ours at SASFormer strides (4,2,2,1) for information;
   * a full train step (forward + backward + SGD update), pCE only vs pCE + affinity on all 4 stages,
-    with our default SASFormer strides;
+    with our default SASFormer strides, as ``model.train`` runs it (queries/keys captured, labels
+    propagated along attention by flash attention);
   * the peak memory of those two train steps (CUDA: max allocated; CPU: peak RSS growth over the
     process's resident size before the first step, each arm in a fresh subprocess).
 and the ratios against the targets: forward <= 1.05x HF, affinity step <= 1.15x, its memory <= 1.25x.
@@ -85,7 +86,7 @@ def make_train_step(size: int, affinity: bool, batch: int = 2):
     def step() -> None:
         opt.zero_grad(set_to_none=True)
         if capture:
-            logits, maps = model(x, return_attention=True)
+            logits, maps = model(x, return_qk=True)
         else:
             logits, maps = model(x), None
         sasformer_loss(logits, maps, target, cfg).loss.backward()

@@ -1,8 +1,16 @@
 """SASFormer's training objective: partial cross-entropy + alpha * affinity loss (paper Eq. 1-7).
 
 Shapes: logits ``(B, C, h, w)`` (decoder output, 1/4 resolution), target ``(B, H, W)`` int64 with
-``ignore_index`` on unlabeled pixels, attention maps ``(B, h_l, w_l, h'_l, w'_l)`` as returned by
-``SASFormer.forward(..., return_attention=True)``.
+``ignore_index`` on unlabeled pixels. The attention of stage l comes in one of two forms:
+
+* a map ``(B, h_l, w_l, h'_l, w'_l)`` = A_l, from ``SASFormer.forward(..., return_attention=True)``;
+* a ``StageQK`` (each block's queries and keys) from ``forward(..., return_qk=True)``. Then
+  ``Y_l = A_l @ P'_l`` is computed as the mean over blocks and heads of
+  ``softmax(q k^T / sqrt(d)) @ P'_l`` by ``scaled_dot_product_attention``, with ``P'_l`` as the
+  values (zero-padded to the head width so the flash kernel applies). That is the same number
+  (A_l is linear in the per-head softmaxes) with the same gradients into q, k and P', but no
+  ``M_l x M'_l`` matrix is ever stored: the affinity loss costs a few percent of a train step
+  instead of a third (bench/model_speed.py).
 
 Where we depart from the public code (see ../docs/architecture.md):
 * partial CE is computed at the *input* resolution (logits upsampled bilinearly), not on 1/4-size
@@ -19,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import LossConfig
+from .encoder import StageQK
 
 _EPS = 1e-8
 
@@ -54,24 +63,52 @@ def _to_grid(logits: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     return logits.flatten(2).transpose(1, 2)
 
 
-def propagate(attn: torch.Tensor, logits: torch.Tensor, normalisation: str = "double",
+def _attend(qk: StageQK, values: torch.Tensor, exclude_self: bool) -> torch.Tensor:
+    """Mean over blocks and heads of ``softmax(q k^T / sqrt(d)) @ values``: ``(B, M', C) -> (B, M, C)``."""
+    q, k = qk.q, qk.k
+    depth, b, heads, m, d = q.shape
+    mk = k.shape[3]
+    c = values.shape[-1]
+    width = -(-c // d) * d  # pad the classes to whole head widths: the flash kernel needs E_v == E
+    v = F.pad(values, (0, width - c)).to(q.dtype)
+    mask = None
+    if exclude_self and m == mk:
+        mask = ~torch.eye(m, dtype=torch.bool, device=q.device)
+    q2, k2 = q.reshape(depth * b, heads, m, d), k.reshape(depth * b, heads, mk, d)
+    outs = []
+    for start in range(0, width, d):
+        vv = v[..., start:start + d].unsqueeze(0).unsqueeze(2).expand(depth, b, heads, mk, d)
+        outs.append(F.scaled_dot_product_attention(q2, k2, vv.reshape(depth * b, heads, mk, d), attn_mask=mask))
+    y = torch.cat(outs, -1)[..., :c] if len(outs) > 1 else outs[0][..., :c]
+    return y.reshape(depth, b, heads, m, c).mean(dim=(0, 2)).to(values.dtype)
+
+
+def propagate(attn: torch.Tensor | StageQK, logits: torch.Tensor, normalisation: str = "double",
               exclude_self: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 4-6 for one stage: return ``(Y*, P*)``, both ``(B, M_l, C)`` distributions over classes.
 
-    ``attn`` is ``(B, h, w, h', w')``. With ``exclude_self`` and equal query/key grids, each query's
-    own key is removed and the row renormalised.
+    ``attn`` is a map ``(B, h, w, h', w')`` or a ``StageQK``. ``exclude_self`` (stages whose query
+    and key grids coincide) gives each query's own key no weight in every head's softmax; it needs
+    the ``StageQK`` form, since a head-averaged map can no longer be renormalised per head.
     """
-    b, hq, wq, hk, wk = attn.shape
-    a = attn.reshape(b, hq * wq, hk * wk)
-    if exclude_self and (hq, wq) == (hk, wk):
-        eye = torch.eye(hq * wq, dtype=torch.bool, device=a.device)
-        a = a.masked_fill(eye, 0.0)
-        a = a / a.sum(-1, keepdim=True).clamp_min(_EPS)
+    if isinstance(attn, StageQK):
+        (hq, wq), (hk, wk) = attn.query_hw, attn.key_hw
+
+        def apply(values: torch.Tensor) -> torch.Tensor:
+            return _attend(attn, values, exclude_self)
+    else:
+        b, hq, wq, hk, wk = attn.shape
+        if exclude_self and (hq, wq) == (hk, wk):
+            raise ValueError("exclude_self needs queries and keys (forward(..., return_qk=True)), not maps")
+        a = attn.reshape(b, hq * wq, hk * wk)
+
+        def apply(values: torch.Tensor) -> torch.Tensor:
+            return torch.bmm(a, values.to(a.dtype))
     p_query = _to_grid(logits, (hq, wq))
     p_key = _to_grid(logits, (hk, wk))
     if normalisation == "logit":
-        return torch.bmm(a, p_key).softmax(-1), p_query.softmax(-1)
-    y = torch.bmm(a, p_key.softmax(-1))
+        return apply(p_key).softmax(-1), p_query.softmax(-1)
+    y = apply(p_key.softmax(-1))
     p = p_query.softmax(-1)
     if normalisation == "double":
         return y.softmax(-1), p.softmax(-1)
@@ -91,9 +128,13 @@ def _distance(y: torch.Tensor, p: torch.Tensor, kind: str) -> torch.Tensor:
     raise ValueError(f"unknown distance {kind!r}")
 
 
+def _query_grid(attn: torch.Tensor | StageQK) -> tuple[int, int]:
+    return attn.query_hw if isinstance(attn, StageQK) else (attn.shape[1], attn.shape[2])
+
+
 def affinity_loss(
     logits: torch.Tensor,
-    attentions: list[torch.Tensor],
+    attentions: list[torch.Tensor] | list[StageQK],
     target: torch.Tensor | None,
     cfg: LossConfig,
 ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
@@ -108,11 +149,12 @@ def affinity_loss(
     for stage in cfg.stages:
         attn = attentions[stage - 1]
         if cfg.detach_attention:
-            attn = attn.detach()
+            attn = StageQK(attn.q.detach(), attn.k.detach(), attn.query_hw, attn.key_hw) \
+                if isinstance(attn, StageQK) else attn.detach()
         y, p = propagate(attn, logits, cfg.normalisation, cfg.exclude_self)
         d = _distance(y, p, cfg.distance)
         if cfg.unlabeled_only and target is not None:
-            mask = unlabeled_cells(target, (attn.shape[1], attn.shape[2]), cfg.ignore_index).to(d.dtype)
+            mask = unlabeled_cells(target, _query_grid(attn), cfg.ignore_index).to(d.dtype)
             per_stage[stage] = (d * mask).sum() / mask.sum().clamp_min(1.0)
         else:
             per_stage[stage] = d.mean()
@@ -141,7 +183,7 @@ class LossOutput:
 
 def sasformer_loss(
     logits: torch.Tensor,
-    attentions: list[torch.Tensor] | None,
+    attentions: list[torch.Tensor] | list[StageQK] | None,
     target: torch.Tensor,
     cfg: LossConfig,
     step: int = 0,

@@ -12,7 +12,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .decoder import SegFormerHead
-from .encoder import MiTEncoder
+from .encoder import MiTEncoder, StageQK
 
 
 class SASFormer(nn.Module):
@@ -25,19 +25,38 @@ class SASFormer(nn.Module):
         self.decode_head = SegFormerHead(cfg)
 
     def forward(
-        self, pixel_values: torch.Tensor, return_attention: bool = False, detach_attention: bool = False
-    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        self,
+        pixel_values: torch.Tensor,
+        return_attention: bool = False,
+        detach_attention: bool = False,
+        return_qk: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]] | tuple[torch.Tensor, list[StageQK]]:
         """Logits for a normalised batch.
 
         Args:
             pixel_values: ``(B, 3, H, W)``, normalised with ``cfg.mean``/``cfg.std``.
             return_attention: also return A_1..A_4 (mean over heads and blocks, post-softmax).
-            detach_attention: cut the graph at the attention maps (the paper trains through them).
+            detach_attention: cut the graph at the attention (the paper trains through it).
+            return_qk: instead of maps, return each stage's queries and keys (``StageQK``); the
+                training path, since the affinity loss can then propagate labels along the
+                attention without materialising it (``model.losses.propagate``).
 
         Returns:
             logits ``(B, num_classes, ceil(H/4), ceil(W/4))``; with ``return_attention``, also a list of
-            four tensors ``(B, h_l, w_l, h'_l, w'_l)`` whose rows sum to 1 over the key grid.
+            four tensors ``(B, h_l, w_l, h'_l, w'_l)`` whose rows sum to 1 over the key grid; with
+            ``return_qk``, a list of four ``StageQK``.
         """
+        if return_qk:
+            with self.encoder.capture_qk(detach=detach_attention) as sinks:
+                feats = self.encoder(pixel_values)
+            logits = self.decode_head(feats)
+            qks = []
+            for i, (feat, sink) in enumerate(zip(feats, sinks, strict=True)):
+                hq, wq = feat.shape[-2:]
+                q = torch.stack([q for q, _ in sink])
+                k = torch.stack([k for _, k in sink])
+                qks.append(StageQK(q, k, (hq, wq), self.encoder.key_grid(i, (hq, wq))))
+            return logits, qks
         if not return_attention:
             return self.decode_head(self.encoder(pixel_values))
         with self.encoder.capture_attention(detach=detach_attention) as capture:

@@ -63,17 +63,21 @@ class SparseSegDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         """Select the augmentations of ``epoch`` (call before each epoch, and when resuming)."""
         self.epoch = int(epoch)
 
-    def rng(self, index: int) -> np.random.Generator:
-        """The generator used for sample ``index`` in the current epoch."""
-        return np.random.default_rng([self.seed, self.epoch, int(index)])
+    def rng(self, index: int, epoch: int | None = None) -> np.random.Generator:
+        """The generator used for sample ``index`` in ``epoch`` (default: the current epoch)."""
+        return np.random.default_rng([self.seed, self.epoch if epoch is None else int(epoch), int(index)])
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.get(index, self.epoch)
+
+    def get(self, index: int, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample ``index`` as augmented in ``epoch``: lets a sampler carry the epoch into workers."""
         sample = self.samples[index]
         label = getattr(sample, self.target)
-        image, label = self.transform(sample.image, label, self.rng(index))
+        image, label = self.transform(sample.image, label, self.rng(index, epoch))
         x = normalize(np.ascontiguousarray(image), self.mean, self.std)
         y = torch.from_numpy(label.astype(np.int64))
         return x, y

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from model import LossConfig, affinity_loss, partial_cross_entropy, sasformer_loss
+from model.encoder import StageQK
 from model.losses import unlabeled_cells
 
 
@@ -15,7 +16,7 @@ def _softmax(v: list[float]) -> list[float]:
     return [x / s for x in e]
 
 
-def reference_affinity(logits, attentions, target, stages, normalisation, distance, unlabeled_only, exclude_self):
+def reference_affinity(logits, attentions, target, stages, normalisation, distance, unlabeled_only):
     """Eq. 4-7 with explicit Python loops over cells, keys and classes (no matrix ops)."""
     b_sz, c_sz = logits.shape[:2]
     stage_losses = []
@@ -35,15 +36,7 @@ def reference_affinity(logits, attentions, target, stages, normalisation, distan
                         x0, x1 = (j * W) // wq, -((-(j + 1) * W) // wq)
                         if (target[b, y0:y1, x0:x1] != 255).any():
                             continue
-                    weights = {}
-                    for u in range(hk):
-                        for v in range(wk):
-                            if exclude_self and (hq, wq) == (hk, wk) and (u, v) == (i, j):
-                                continue
-                            weights[(u, v)] = float(a[b, i, j, u, v])
-                    z = sum(weights.values())
-                    if exclude_self:
-                        weights = {k: w / z for k, w in weights.items()}
+                    weights = {(u, v): float(a[b, i, j, u, v]) for u in range(hk) for v in range(wk)}
                     p_cell = [float(pq[b, c, i, j]) for c in range(c_sz)]
                     if normalisation == "logit":
                         y = [sum(w * float(pk[b, c, u, v]) for (u, v), w in weights.items()) for c in range(c_sz)]
@@ -68,44 +61,96 @@ def reference_affinity(logits, attentions, target, stages, normalisation, distan
     return sum(stage_losses) / len(stage_losses)
 
 
+GRIDS = [((8, 8), (2, 2)), ((4, 4), (2, 2)), ((2, 2), (2, 2)), ((2, 2), (2, 2))]
+
+
+def _random_qk(seed: int = 0, depth: int = 2, heads: int = 2, dim: int = 4) -> list[StageQK]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for (hq, wq), (hk, wk) in GRIDS:
+        q = torch.randn(depth, 2, heads, hq * wq, dim, generator=g, dtype=torch.float64) * 2
+        k = torch.randn(depth, 2, heads, hk * wk, dim, generator=g, dtype=torch.float64) * 2
+        out.append(StageQK(q, k, (hq, wq), (hk, wk)))
+    return out
+
+
+def explicit_maps(qks: list[StageQK], exclude_self: bool = False) -> list[torch.Tensor]:
+    """A_l = mean over blocks and heads of softmax(q k^T / sqrt(d)), own key masked if asked."""
+    maps = []
+    for qk in qks:
+        logits = qk.q @ qk.k.transpose(-2, -1) / math.sqrt(qk.q.shape[-1])
+        if exclude_self and qk.query_hw == qk.key_hw:
+            eye = torch.eye(logits.shape[-1], dtype=torch.bool)
+            logits = logits.masked_fill(eye, float("-inf"))
+        a = logits.softmax(-1).mean(dim=(0, 2))
+        maps.append(a.reshape(a.shape[0], *qk.query_hw, *qk.key_hw))
+    return maps
+
+
 def _random_inputs(seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(2, 3, 8, 8, generator=g, dtype=torch.float64) * 2
-    grids = [((8, 8), (2, 2)), ((4, 4), (2, 2)), ((2, 2), (2, 2)), ((2, 2), (2, 2))]
-    maps = []
-    for (hq, wq), (hk, wk) in grids:
-        a = torch.randn(2, hq * wq, hk * wk, generator=g, dtype=torch.float64).softmax(-1)
-        maps.append(a.reshape(2, hq, wq, hk, wk))
+    qks = _random_qk(seed)
     target = torch.full((2, 32, 32), 255, dtype=torch.long)
     target[0, 2:5, 3:20] = 1
     target[1, 20, 20] = 2
-    return logits, maps, target
+    return logits, explicit_maps(qks), target, qks
 
 
 @pytest.mark.parametrize("normalisation", ["double", "single", "logit"])
 @pytest.mark.parametrize("distance", ["l1", "l2", "kl", "ce"])
 def test_affinity_matches_loop_reference(normalisation: str, distance: str) -> None:
-    logits, maps, target = _random_inputs()
+    logits, maps, target, qks = _random_inputs()
     cfg = LossConfig(normalisation=normalisation, distance=distance)
-    got, _ = affinity_loss(logits, maps, target, cfg)
-    want = reference_affinity(logits, maps, target, (1, 2, 3, 4), normalisation, distance, True, False)
-    assert got.item() == pytest.approx(want, rel=1e-9, abs=1e-12)
+    want = reference_affinity(logits, maps, target, (1, 2, 3, 4), normalisation, distance, True)
+    from_maps, _ = affinity_loss(logits, maps, target, cfg)
+    from_qk, _ = affinity_loss(logits, qks, target, cfg)  # the training path: flash attention, no maps
+    assert from_maps.item() == pytest.approx(want, rel=1e-9, abs=1e-12)
+    assert from_qk.item() == pytest.approx(want, rel=1e-6, abs=1e-9)
 
 
 @pytest.mark.parametrize("stages", [(1,), (4,), (1, 2), (2, 3, 4)])
 @pytest.mark.parametrize("unlabeled_only", [True, False])
 @pytest.mark.parametrize("exclude_self", [True, False])
 def test_affinity_options_match_reference(stages, unlabeled_only, exclude_self) -> None:
-    logits, maps, target = _random_inputs(1)
+    logits, _, target, qks = _random_inputs(1)
     cfg = LossConfig(stages=stages, unlabeled_only=unlabeled_only, exclude_self=exclude_self, normalisation="single")
-    got, per_stage = affinity_loss(logits, maps, target, cfg)
-    want = reference_affinity(logits, maps, target, stages, "single", "l1", unlabeled_only, exclude_self)
-    assert got.item() == pytest.approx(want, rel=1e-9)
+    got, per_stage = affinity_loss(logits, qks, target, cfg)
+    maps = explicit_maps(qks, exclude_self)
+    want = reference_affinity(logits, maps, target, stages, "single", "l1", unlabeled_only)
+    assert got.item() == pytest.approx(want, rel=1e-6)
     assert sorted(per_stage) == list(stages)
 
 
+def test_many_classes_span_several_head_widths() -> None:
+    """More classes than the head width: the values are split over several flash calls."""
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 11, 8, 8, generator=g, dtype=torch.float64)
+    qks = _random_qk(3, dim=4)
+    cfg = LossConfig(normalisation="single", unlabeled_only=False)
+    a, _ = affinity_loss(logits, qks, None, cfg)
+    b, _ = affinity_loss(logits, explicit_maps(qks), None, cfg)
+    assert a.item() == pytest.approx(b.item(), rel=1e-6)
+
+
+def test_gradients_of_both_forms_agree() -> None:
+    logits, _, target, qks = _random_inputs(2)
+    logits.requires_grad_(True)
+    for qk in qks:
+        qk.q.requires_grad_(True)
+        qk.k.requires_grad_(True)
+    cfg = LossConfig()
+    loss_qk, _ = affinity_loss(logits, qks, target, cfg)
+    g_qk = torch.autograd.grad(loss_qk, [logits, qks[0].q, qks[3].k])
+    loss_maps, _ = affinity_loss(logits, explicit_maps(qks), target, cfg)
+    g_maps = torch.autograd.grad(loss_maps, [logits, qks[0].q, qks[3].k])
+    for a, b in zip(g_qk, g_maps, strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-10)
+        assert a.abs().sum() > 0
+
+
 def test_affinity_zero_when_propagation_agrees_and_positive_otherwise() -> None:
-    logits, maps, target = _random_inputs()
+    logits, maps, target, _ = _random_inputs()
     # spatially constant predictions: any attention propagates exactly the same distribution
     const = logits[:, :, :1, :1].expand_as(logits).contiguous()
     for normalisation in ("double", "single", "logit"):
@@ -117,17 +162,22 @@ def test_affinity_zero_when_propagation_agrees_and_positive_otherwise() -> None:
 
 
 def test_stage4_self_attention_shortcut_and_its_mask() -> None:
-    logits, maps, target = _random_inputs()
-    eye = torch.eye(4, dtype=torch.float64).reshape(1, 2, 2, 2, 2).repeat(2, 1, 1, 1, 1)
-    maps[3] = eye * 0.98 + 0.02 / 4  # each query attends almost only to itself
-    plain, _ = affinity_loss(logits, maps, None, LossConfig(stages=(4,)))
-    masked, _ = affinity_loss(logits, maps, None, LossConfig(stages=(4,), exclude_self=True))
-    assert plain.item() < 0.02 * masked.item() + 1e-3
-    assert masked.item() > 0.01
+    logits, _, _, qks = _random_inputs()
+    # stage 4 (no spatial reduction): each query's key is itself, scaled up -> attention ~ one-hot on self
+    eye = torch.eye(4, dtype=torch.float64) * 12
+    q = eye.expand(2, 2, 2, 4, 4).clone()
+    qks[3] = StageQK(q, q.clone(), (2, 2), (2, 2))
+    plain, _ = affinity_loss(logits, qks, None, LossConfig(stages=(4,), normalisation="single"))
+    masked, _ = affinity_loss(logits, qks, None, LossConfig(stages=(4,), normalisation="single",
+                                                             exclude_self=True))
+    assert plain.item() < 1e-6
+    assert masked.item() > 0.1
+    with pytest.raises(ValueError, match="exclude_self needs queries and keys"):
+        affinity_loss(logits, explicit_maps(qks), None, LossConfig(stages=(4,), exclude_self=True))
 
 
 def test_labeled_cells_are_excluded() -> None:
-    logits, maps, _ = _random_inputs()
+    logits, maps, _, _ = _random_inputs()
     all_labeled = torch.zeros((2, 32, 32), dtype=torch.long)
     loss, _ = affinity_loss(logits, maps, all_labeled, LossConfig())
     assert loss.item() == 0.0
@@ -155,7 +205,7 @@ def test_partial_ce_ignores_unlabeled_and_keeps_single_pixels() -> None:
 
 
 def test_total_loss_and_alpha_ramp() -> None:
-    logits, maps, target = _random_inputs()
+    logits, maps, target, _ = _random_inputs()
     cfg = LossConfig(alpha=1.2, alpha_warmup_steps=10)
     out0 = sasformer_loss(logits, maps, target, cfg, step=0)
     out9 = sasformer_loss(logits, maps, target, cfg, step=9)

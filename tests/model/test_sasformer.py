@@ -100,3 +100,29 @@ def test_config_validation_messages() -> None:
         ModelConfig(num_classes=3, class_names=["a", "b"])
     with pytest.raises(ValueError, match="subset of 1-4"):
         LossConfig(stages=(0, 5))
+
+
+def test_queries_and_keys_reproduce_the_attention_maps() -> None:
+    model = build_sasformer(variant="b0", num_classes=3).eval()
+    x = torch.randn(2, 3, 96, 64)
+    with torch.no_grad():
+        logits_maps, maps = model(x, return_attention=True)
+        logits_qk, qks = model(x, return_qk=True)
+    assert torch.allclose(logits_maps, logits_qk, atol=1e-5)
+    for stage, (a, qk) in enumerate(zip(maps, qks, strict=True)):
+        assert qk.q.shape[0] == model.cfg.depths[stage] and qk.k.shape[:3] == qk.q.shape[:3]
+        assert tuple(a.shape[1:3]) == qk.query_hw and tuple(a.shape[3:]) == qk.key_hw
+        scale = qk.q.shape[-1] ** -0.5
+        rebuilt = ((qk.q * scale) @ qk.k.transpose(-2, -1)).softmax(-1).mean(dim=(0, 2))
+        assert torch.allclose(rebuilt, a.flatten(1, 2).flatten(2), atol=1e-5)
+    # recording is opt-in and switched off afterwards
+    assert all(blk.attn.qk_sink is None for st in model.encoder.backbone.stages for blk in st.blocks)
+
+
+def test_qk_path_detach_cuts_the_attention_gradient() -> None:
+    model = build_sasformer(variant="b0", num_classes=3, drop_path_rate=0.0).train()
+    x = torch.randn(1, 3, 64, 64)
+    _, qks = model(x, return_qk=True)
+    assert all(qk.q.requires_grad and qk.k.requires_grad for qk in qks)
+    _, qks = model(x, return_qk=True, detach_attention=True)
+    assert not any(qk.q.requires_grad or qk.k.requires_grad for qk in qks)
