@@ -26,6 +26,8 @@ class Project(Base):
     classes: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     # the served model version (ModelVersion.id); no FK to avoid a table cycle, kept valid by the registry
     active_version_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # version numbers are never reused, even after a deletion: history and caches stay unambiguous
+    next_version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from model import ModelConfig, Predictor, build_sasformer, load_bundle, load_pretrained, save_bundle
@@ -67,11 +67,16 @@ class ModelRegistry:
         return self.settings.home / version.path
 
     def _next_number(self, session: Session, project_id: int) -> int:
-        top = session.scalar(select(func.max(ModelVersion.number)).where(ModelVersion.project_id == project_id))
-        number = (top or 0) + 1
-        # a directory left by a crashed writer or a deleted row must not be reused
+        """Take the project's next version number (with a row lock on PostgreSQL, so two writers differ)."""
+        project = session.scalar(select(Project).where(Project.id == project_id).with_for_update())
+        if project is None:
+            raise not_found("project", project_id)
+        number = project.next_version or 1
+        # a directory left by a crashed writer must not be reused either
         while self.version_dir(project_id, number).exists():
             number += 1
+        project.next_version = number + 1
+        session.flush()
         return number
 
     # ---- creating versions --------------------------------------------------------------------
@@ -129,9 +134,13 @@ class ModelRegistry:
         if bundle.config.num_classes != len(project.classes):
             raise ServiceError(ErrorCode.CONFLICT, f"bundle has {bundle.config.num_classes} classes, project has "
                                                    f"{len(project.classes)}")
-        number = int(path.name.removeprefix("v")) if path.name.startswith("v") else self._next_number(session,
-                                                                                                        project_id)
-        version = ModelVersion(project_id=project_id, number=number, path=str(path.relative_to(self.settings.home)),
+        path = path.resolve()
+        home = self.settings.home.resolve()
+        if path.parent != (self.settings.models_dir / str(project_id)).resolve() or not path.name[1:].isdigit():
+            raise ServiceError(ErrorCode.INVALID, f"{path} is not a version directory of project {project_id} "
+                                                  "(use allocate_dir)")
+        number = int(path.name[1:])
+        version = ModelVersion(project_id=project_id, number=number, path=str(path.relative_to(home)),
                                provenance=bundle.provenance, metrics=metrics or {}, parent_id=parent_id,
                                job_id=job_id)
         session.add(version)

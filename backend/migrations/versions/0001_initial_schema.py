@@ -24,6 +24,7 @@ def upgrade() -> None:
     sa.Column('variant', sa.String(length=8), nullable=False),
     sa.Column('classes', sa.JSON(), nullable=False),
     sa.Column('active_version_id', sa.Integer(), nullable=True),
+    sa.Column('next_version', sa.Integer(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
