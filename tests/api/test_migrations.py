@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from fastapi.testclient import TestClient
@@ -25,7 +26,7 @@ def test_schema_matches_models(client: TestClient) -> None:
 def test_sqlite_uses_wal(client: TestClient) -> None:
     engine = client.app.state.ctx.engine  # type: ignore[attr-defined]
     if engine.dialect.name != "sqlite":
-        return
+        pytest.skip("SQLite pragmas")
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
