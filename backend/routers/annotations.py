@@ -14,7 +14,7 @@ from ..deps import CtxDep, PrincipalDep, SessionDep, image_or_404, project_or_40
 from ..errors import ErrorCode, ServiceError
 from ..orm import AnnotationRevision, Image
 from ..schemas.annotations import AnnotationEdit, AnnotationPublic, Point, RevisionPublic, Stroke
-from ..schemas.common import ERROR_RESPONSES
+from ..schemas.common import ERROR_RESPONSES, IdPath
 from ..services.annotations import decode_label_png, etag_for, rasterise
 from .images import read_upload
 
@@ -40,7 +40,7 @@ def _current(session: SessionDep, ctx: CtxDep, image: Image) -> AnnotationRevisi
 
 
 @router.get("", response_model=AnnotationPublic)
-def get_annotation(image_id: int, session: SessionDep, ctx: CtxDep, response: Response) -> AnnotationPublic:
+def get_annotation(image_id: IdPath, session: SessionDep, ctx: CtxDep, response: Response) -> AnnotationPublic:
     """The newest revision's metadata, strokes and points; its ETag is in the header and the body."""
     image = image_or_404(session, image_id)
     row = _current(session, ctx, image)
@@ -49,7 +49,7 @@ def get_annotation(image_id: int, session: SessionDep, ctx: CtxDep, response: Re
 
 
 @router.get("/png", response_class=Response, responses=PNG)
-def get_annotation_png(image_id: int, session: SessionDep, ctx: CtxDep) -> Response:
+def get_annotation_png(image_id: IdPath, session: SessionDep, ctx: CtxDep) -> Response:
     """The label as a paletted PNG: pixel value = class id, 255 = unlabeled."""
     image = image_or_404(session, image_id)
     row = _current(session, ctx, image)
@@ -78,7 +78,7 @@ def _save(session: SessionDep, ctx: CtxDep, image: Image, who: PrincipalDep, if_
 
 
 @router.put("", response_model=AnnotationPublic)
-def put_annotation(image_id: int, body: AnnotationEdit, session: SessionDep, ctx: CtxDep, who: PrincipalDep,
+def put_annotation(image_id: IdPath, body: AnnotationEdit, session: SessionDep, ctx: CtxDep, who: PrincipalDep,
                    response: Response, if_match: IfMatch = None) -> AnnotationPublic:
     """Replace the label with these strokes and points drawn on an empty (all-255) label."""
     image = image_or_404(session, image_id)
@@ -86,7 +86,7 @@ def put_annotation(image_id: int, body: AnnotationEdit, session: SessionDep, ctx
 
 
 @router.patch("", response_model=AnnotationPublic)
-def patch_annotation(image_id: int, body: AnnotationEdit, session: SessionDep, ctx: CtxDep, who: PrincipalDep,
+def patch_annotation(image_id: IdPath, body: AnnotationEdit, session: SessionDep, ctx: CtxDep, who: PrincipalDep,
                      response: Response, if_match: IfMatch = None) -> AnnotationPublic:
     """Draw these strokes and points over the current label (class_id 255 erases)."""
     image = image_or_404(session, image_id)
@@ -94,7 +94,7 @@ def patch_annotation(image_id: int, body: AnnotationEdit, session: SessionDep, c
 
 
 @router.put("/png", response_model=AnnotationPublic)
-def put_annotation_png(image_id: int, session: SessionDep, ctx: CtxDep, who: PrincipalDep, response: Response,
+def put_annotation_png(image_id: IdPath, session: SessionDep, ctx: CtxDep, who: PrincipalDep, response: Response,
                        file: UploadFile = File(description="8-bit gray or paletted PNG, image-sized, 255=unlabeled"),
                        if_match: IfMatch = None) -> AnnotationPublic:
     """Replace the label with an uploaded label PNG."""
@@ -103,7 +103,7 @@ def put_annotation_png(image_id: int, session: SessionDep, ctx: CtxDep, who: Pri
 
 
 @router.get("/revisions", response_model=list[RevisionPublic])
-def list_revisions(image_id: int, session: SessionDep, ctx: CtxDep) -> list[RevisionPublic]:
+def list_revisions(image_id: IdPath, session: SessionDep, ctx: CtxDep) -> list[RevisionPublic]:
     image = image_or_404(session, image_id)
     return [RevisionPublic(revision=r.revision, author=r.author, kind=r.kind, created_at=r.created_at,
                            labeled_pixels=r.labeled_pixels, class_counts=r.class_counts)
@@ -111,13 +111,13 @@ def list_revisions(image_id: int, session: SessionDep, ctx: CtxDep) -> list[Revi
 
 
 @router.get("/revisions/{revision}", response_model=AnnotationPublic)
-def get_revision(image_id: int, revision: int, session: SessionDep, ctx: CtxDep) -> AnnotationPublic:
+def get_revision(image_id: IdPath, revision: IdPath, session: SessionDep, ctx: CtxDep) -> AnnotationPublic:
     image = image_or_404(session, image_id)
     return public(image, ctx.annotations.revision(session, image.id, revision))
 
 
 @router.get("/revisions/{revision}/png", response_class=Response, responses=PNG)
-def get_revision_png(image_id: int, revision: int, session: SessionDep, ctx: CtxDep) -> Response:
+def get_revision_png(image_id: IdPath, revision: IdPath, session: SessionDep, ctx: CtxDep) -> Response:
     image = image_or_404(session, image_id)
     row = ctx.annotations.revision(session, image.id, revision)
     return Response(ctx.annotations.label_png(row, project_or_404(session, image.project_id)),

@@ -13,7 +13,7 @@ from model.preprocess import to_rgb_array
 
 from ..deps import AppContext, CtxDep, SessionDep, image_or_404, project_or_404
 from ..orm import Image, Project
-from ..schemas.common import ERROR_RESPONSES
+from ..schemas.common import ERROR_RESPONSES, MAX_INT, IdPath
 from ..schemas.segment import AttentionResult, PropagatedResult, Stage
 from ..services.encoding import array_b64, heatmap_overlay_png, npy_bytes, palette_png, rle_per_class
 from .segment import colors_of, resolve_input
@@ -42,12 +42,12 @@ def _attention(session: Session, ctx: AppContext, project: Project, image: Image
 
 
 @router.get("/images/{image_id}/attention", response_model=AttentionResult, responses=MEDIA)
-def get_attention(image_id: int, session: SessionDep, ctx: CtxDep,
-                  x: int = Query(ge=0, description="query pixel column"),
-                  y: int = Query(ge=0, description="query pixel row"),
+def get_attention(image_id: IdPath, session: SessionDep, ctx: CtxDep,
+                  x: int = Query(ge=0, le=MAX_INT, description="query pixel column"),
+                  y: int = Query(ge=0, le=MAX_INT, description="query pixel row"),
                   stage: Stage = Query("mean"), format: Fmt = Query("png"),
                   opacity: float = Query(0.6, ge=0, le=1, description="heatmap opacity of the PNG overlay"),
-                  version: int | None = Query(None, ge=1)) -> Response:
+                  version: int | None = Query(None, ge=1, le=MAX_INT)) -> Response:
     """Where the patch containing (x, y) attends: PNG overlay, JSON base64 float32, or .npy."""
     image = image_or_404(session, image_id)
     project = project_or_404(session, image.project_id)
@@ -56,10 +56,11 @@ def get_attention(image_id: int, session: SessionDep, ctx: CtxDep,
 
 @router.post("/attention", response_model=AttentionResult, responses=MEDIA)
 def post_attention(session: SessionDep, ctx: CtxDep,
-                   file: UploadFile | None = File(None), image_id: int | None = Form(None),
-                   project_id: int | None = Form(None), x: int = Form(ge=0), y: int = Form(ge=0),
+                   file: UploadFile | None = File(None), image_id: int | None = Form(None, ge=1, le=MAX_INT),
+                   project_id: int | None = Form(None, ge=1, le=MAX_INT),
+                   x: int = Form(ge=0, le=MAX_INT), y: int = Form(ge=0, le=MAX_INT),
                    stage: Stage = Form("mean"), format: Fmt = Form("png"), opacity: float = Form(0.6, ge=0, le=1),
-                   version: int | None = Form(None, ge=1)) -> Response:
+                   version: int | None = Form(None, ge=1, le=MAX_INT)) -> Response:
     """As GET, for an uploaded image (with project_id) or a stored one."""
     project, image, array = resolve_input(session, ctx, file, image_id, project_id)
     return _attention(session, ctx, project, image, array, x, y, stage, format, opacity, version)
@@ -67,8 +68,9 @@ def post_attention(session: SessionDep, ctx: CtxDep,
 
 @router.get("/images/{image_id}/propagated", response_model=PropagatedResult,
             responses={200: {"content": {"image/png": {}, "application/json": {}}}})
-def get_propagated(image_id: int, session: SessionDep, ctx: CtxDep, stage: Stage = Query("mean"),
-                   format: Literal["png", "json"] = Query("png"), version: int | None = Query(None, ge=1)) -> Response:
+def get_propagated(image_id: IdPath, session: SessionDep, ctx: CtxDep, stage: Stage = Query("mean"),
+                   format: Literal["png", "json"] = Query("png"),
+                   version: int | None = Query(None, ge=1, le=MAX_INT)) -> Response:
     """Y_l: the labels the encoder's attention carries from the decoder's prediction, as a class map."""
     image = image_or_404(session, image_id)
     project = project_or_404(session, image.project_id)

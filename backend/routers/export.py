@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from ..deps import CtxDep, SessionDep, project_or_404
-from ..schemas.common import ERROR_RESPONSES
+from ..schemas.common import ERROR_RESPONSES, MAX_INT, IdPath
 from ..services.export import Exporter
 
 router = APIRouter(prefix="/projects/{project_id}/export", tags=["export"], responses=ERROR_RESPONSES)
@@ -21,8 +21,8 @@ def _exporter(ctx: CtxDep) -> Exporter:
 
 
 @router.get("/masks.zip", response_class=Response, responses=ZIP)
-def export_masks(project_id: int, session: SessionDep, ctx: CtxDep, version: int | None = Query(None, ge=1)
-                 ) -> Response:
+def export_masks(project_id: IdPath, session: SessionDep, ctx: CtxDep,
+                 version: int | None = Query(None, ge=1, le=MAX_INT)) -> Response:
     """Palette PNG class map per image from the active (or given) model version, plus manifest.json."""
     project = project_or_404(session, project_id)
     v = ctx.registry.resolve(session, project, version)
@@ -33,9 +33,9 @@ def export_masks(project_id: int, session: SessionDep, ctx: CtxDep, version: int
 
 
 @router.get("/coco.json")
-def export_coco(project_id: int, session: SessionDep, ctx: CtxDep,
+def export_coco(project_id: IdPath, session: SessionDep, ctx: CtxDep,
                 source: Literal["prediction", "labels"] = Query("prediction"),
-                version: int | None = Query(None, ge=1)) -> Response:
+                version: int | None = Query(None, ge=1, le=MAX_INT)) -> Response:
     """COCO JSON: one compressed-RLE annotation per (image, class); category id = class id + 1."""
     project = project_or_404(session, project_id)
     v = ctx.registry.resolve(session, project, version) if source == "prediction" else None
@@ -43,7 +43,7 @@ def export_coco(project_id: int, session: SessionDep, ctx: CtxDep,
 
 
 @router.get("/labels.zip", response_class=Response, responses=ZIP)
-def export_labels(project_id: int, session: SessionDep, ctx: CtxDep) -> Response:
+def export_labels(project_id: IdPath, session: SessionDep, ctx: CtxDep) -> Response:
     """Latest sparse label PNG per image (255 = unlabeled) and labels.json with every revision's provenance."""
     project = project_or_404(session, project_id)
     return Response(_exporter(ctx).labels_zip(session, project), media_type="application/zip",

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from ..deps import CtxDep, SessionDep, image_or_404, project_or_404
 from ..errors import ErrorCode, ServiceError
 from ..orm import AnnotationRevision, Image
-from ..schemas.common import ERROR_RESPONSES, Page
+from ..schemas.common import ERROR_RESPONSES, IdPath, Offset, Page
 from ..schemas.images import ImagePublic
 from ..services.images import check_filename, check_image_bytes
 from ..settings import Settings
@@ -35,7 +35,7 @@ def image_public(session: SessionDep, image: Image) -> ImagePublic:
 
 
 @router.post("/projects/{project_id}/images", status_code=201, response_model=ImagePublic)
-def upload_image(project_id: int, session: SessionDep, ctx: CtxDep,
+def upload_image(project_id: IdPath, session: SessionDep, ctx: CtxDep,
                  file: UploadFile = File(description="PNG, JPEG or TIFF; 8/16-bit gray or RGB")) -> ImagePublic:
     """Stores the file content-addressed (SHA-256); the same content twice in a project is a 409."""
     project = project_or_404(session, project_id)
@@ -59,7 +59,7 @@ def upload_image(project_id: int, session: SessionDep, ctx: CtxDep,
 
 
 @router.get("/projects/{project_id}/images", response_model=Page[ImagePublic])
-def list_images(project_id: int, session: SessionDep, offset: int = Query(0, ge=0),
+def list_images(project_id: IdPath, session: SessionDep, offset: Offset = 0,
                 limit: int = Query(50, ge=1, le=500)) -> Page[ImagePublic]:
     project_or_404(session, project_id)
     total = session.scalar(select(func.count()).select_from(Image).where(Image.project_id == project_id)) or 0
@@ -69,13 +69,13 @@ def list_images(project_id: int, session: SessionDep, offset: int = Query(0, ge=
 
 
 @router.get("/images/{image_id}", response_model=ImagePublic)
-def get_image(image_id: int, session: SessionDep) -> ImagePublic:
+def get_image(image_id: IdPath, session: SessionDep) -> ImagePublic:
     return image_public(session, image_or_404(session, image_id))
 
 
 @router.get("/images/{image_id}/file", response_class=FileResponse,
             responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/tiff": {}}}})
-def get_image_file(image_id: int, session: SessionDep, ctx: CtxDep) -> FileResponse:
+def get_image_file(image_id: IdPath, session: SessionDep, ctx: CtxDep) -> FileResponse:
     """The original bytes as uploaded."""
     image = image_or_404(session, image_id)
     path = ctx.images.path(image)
@@ -87,7 +87,7 @@ def get_image_file(image_id: int, session: SessionDep, ctx: CtxDep) -> FileRespo
 
 @router.get("/images/{image_id}/thumbnail", response_class=FileResponse,
             responses={200: {"content": {"image/png": {}}}})
-def get_thumbnail(image_id: int, session: SessionDep, ctx: CtxDep,
+def get_thumbnail(image_id: IdPath, session: SessionDep, ctx: CtxDep,
                   size: int = Query(256, ge=16, le=1024, description="longer side in pixels")) -> FileResponse:
     """8-bit RGB PNG no larger than ``size`` (16-bit images rescaled as the model sees them)."""
     image = image_or_404(session, image_id)
@@ -96,7 +96,7 @@ def get_thumbnail(image_id: int, session: SessionDep, ctx: CtxDep,
 
 
 @router.delete("/images/{image_id}", status_code=204)
-def delete_image(image_id: int, session: SessionDep, ctx: CtxDep) -> Response:
+def delete_image(image_id: IdPath, session: SessionDep, ctx: CtxDep) -> Response:
     """Deletes the image and its annotation history; the file goes when no project references it."""
     image = image_or_404(session, image_id)
     sha, fmt = image.sha256, image.format

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from ..deps import AppContext, CtxDep, PrincipalDep, SessionDep, project_or_404
 from ..orm import Job
-from ..schemas.common import ERROR_RESPONSES, Page
+from ..schemas.common import ERROR_RESPONSES, IdPath, Offset, Page
 from ..schemas.jobs import TERMINAL_STATES, JobCreate, JobProgress, JobPublic, JobState
 
 router = APIRouter(tags=["jobs"], responses=ERROR_RESPONSES)
@@ -36,7 +36,7 @@ def public(session: Session, ctx: AppContext, job: Job) -> JobPublic:
 
 
 @router.post("/projects/{project_id}/jobs", status_code=201, response_model=JobPublic)
-def create_job(project_id: int, body: JobCreate, session: SessionDep, ctx: CtxDep, who: PrincipalDep,
+def create_job(project_id: IdPath, body: JobCreate, session: SessionDep, ctx: CtxDep, who: PrincipalDep,
                response: Response) -> JobPublic:
     """Queue a fine-tune of the project's model on its labels; 409 if nothing is labelled yet."""
     project = project_or_404(session, project_id)
@@ -49,20 +49,20 @@ def create_job(project_id: int, body: JobCreate, session: SessionDep, ctx: CtxDe
 
 
 @router.get("/projects/{project_id}/jobs", response_model=Page[JobPublic])
-def list_jobs(project_id: int, session: SessionDep, ctx: CtxDep, state: JobState | None = None,
-              offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=500)) -> Page[JobPublic]:
+def list_jobs(project_id: IdPath, session: SessionDep, ctx: CtxDep, state: JobState | None = None,
+              offset: Offset = 0, limit: int = Query(50, ge=1, le=500)) -> Page[JobPublic]:
     project_or_404(session, project_id)
     rows, total = ctx.jobs.list(session, project_id, state, offset, limit)
     return Page(items=[public(session, ctx, j) for j in rows], total=total, offset=offset, limit=limit)
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic)
-def get_job(job_id: int, session: SessionDep, ctx: CtxDep) -> JobPublic:
+def get_job(job_id: IdPath, session: SessionDep, ctx: CtxDep) -> JobPublic:
     return public(session, ctx, ctx.jobs.get(session, job_id))
 
 
 @router.delete("/jobs/{job_id}", response_model=JobPublic, responses={202: {"model": JobPublic}})
-def cancel_job(job_id: int, session: SessionDep, ctx: CtxDep, response: Response) -> JobPublic:
+def cancel_job(job_id: IdPath, session: SessionDep, ctx: CtxDep, response: Response) -> JobPublic:
     """A queued job is cancelled at once (200); a running one is asked to stop (202) and ends 'cancelled'."""
     job = ctx.jobs.get(session, job_id)
     done = ctx.jobs.cancel(session, job)
@@ -73,7 +73,7 @@ def cancel_job(job_id: int, session: SessionDep, ctx: CtxDep, response: Response
 
 @router.get("/jobs/{job_id}/events", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}}}})
-def job_events(job_id: int, request: Request, session: SessionDep, ctx: CtxDep,
+def job_events(job_id: IdPath, request: Request, session: SessionDep, ctx: CtxDep,
                timeout: float = Query(600, gt=0, le=3600, description="close the stream after this many seconds"),
                ) -> StreamingResponse:
     """Server-sent events: ``event: progress`` with the job (JobPublic JSON) on every change; the stream

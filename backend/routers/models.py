@@ -14,7 +14,7 @@ from model.bundle import BundleError
 
 from ..deps import CtxDep, PrincipalDep, SessionDep, project_or_404
 from ..orm import Activation, ModelVersion, Project
-from ..schemas.common import ERROR_RESPONSES
+from ..schemas.common import ERROR_RESPONSES, IdPath
 from ..schemas.models import ActivationPublic, ModelVersionPublic
 from ..services.registry import ModelRegistry
 
@@ -34,19 +34,19 @@ def public(session: Session, registry: ModelRegistry, project: Project, v: Model
 
 
 @router.get("", response_model=list[ModelVersionPublic])
-def list_versions(project_id: int, session: SessionDep, ctx: CtxDep) -> list[ModelVersionPublic]:
+def list_versions(project_id: IdPath, session: SessionDep, ctx: CtxDep) -> list[ModelVersionPublic]:
     project = project_or_404(session, project_id)
     return [public(session, ctx.registry, project, v) for v in ctx.registry.versions(session, project)]
 
 
 @router.get("/active", response_model=ModelVersionPublic)
-def get_active(project_id: int, session: SessionDep, ctx: CtxDep) -> ModelVersionPublic:
+def get_active(project_id: IdPath, session: SessionDep, ctx: CtxDep) -> ModelVersionPublic:
     project = project_or_404(session, project_id)
     return public(session, ctx.registry, project, ctx.registry.active(session, project))
 
 
 @router.get("/history", response_model=list[ActivationPublic])
-def promotion_history(project_id: int, session: SessionDep) -> list[ActivationPublic]:
+def promotion_history(project_id: IdPath, session: SessionDep) -> list[ActivationPublic]:
     """Every promotion, newest first; rolled-back ones are marked."""
     project = project_or_404(session, project_id)
     rows = session.execute(select(Activation, ModelVersion.number).join(ModelVersion,
@@ -57,13 +57,13 @@ def promotion_history(project_id: int, session: SessionDep) -> list[ActivationPu
 
 
 @router.get("/{version}", response_model=ModelVersionPublic)
-def get_version(project_id: int, version: int, session: SessionDep, ctx: CtxDep) -> ModelVersionPublic:
+def get_version(project_id: IdPath, version: IdPath, session: SessionDep, ctx: CtxDep) -> ModelVersionPublic:
     project = project_or_404(session, project_id)
     return public(session, ctx.registry, project, ctx.registry.get(session, project, version))
 
 
 @router.post("/{version}/promote", response_model=ModelVersionPublic)
-def promote(project_id: int, version: int, session: SessionDep, ctx: CtxDep, who: PrincipalDep
+def promote(project_id: IdPath, version: IdPath, session: SessionDep, ctx: CtxDep, who: PrincipalDep
             ) -> ModelVersionPublic:
     """Serve this version from the next request on."""
     project = project_or_404(session, project_id)
@@ -73,7 +73,7 @@ def promote(project_id: int, version: int, session: SessionDep, ctx: CtxDep, who
 
 
 @router.post("/rollback", response_model=ModelVersionPublic)
-def rollback(project_id: int, session: SessionDep, ctx: CtxDep, who: PrincipalDep) -> ModelVersionPublic:
+def rollback(project_id: IdPath, session: SessionDep, ctx: CtxDep, who: PrincipalDep) -> ModelVersionPublic:
     """Undo the newest promotion; 409 when there is none to undo."""
     project = project_or_404(session, project_id)
     v = ctx.registry.rollback(session, project, who.name)
@@ -81,7 +81,7 @@ def rollback(project_id: int, session: SessionDep, ctx: CtxDep, who: PrincipalDe
 
 
 @router.delete("/{version}", status_code=204)
-def delete_version(project_id: int, version: int, session: SessionDep, ctx: CtxDep) -> Response:
+def delete_version(project_id: IdPath, version: IdPath, session: SessionDep, ctx: CtxDep) -> Response:
     """Delete a version that is neither active nor the base of a queued/running job."""
     project = project_or_404(session, project_id)
     v = ctx.registry.get(session, project, version)

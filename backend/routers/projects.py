@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 
 from ..deps import CtxDep, PrincipalDep, SessionDep, project_or_404
 from ..orm import Project
-from ..schemas.common import ERROR_RESPONSES, Page
+from ..schemas.common import ERROR_RESPONSES, IdPath, Offset, Page
 from ..schemas.projects import ProjectCreate, ProjectPublic, ProjectUpdate
 from ..services import projects as svc
 
@@ -22,7 +22,7 @@ def create_project(body: ProjectCreate, session: SessionDep, ctx: CtxDep, who: P
 
 
 @router.get("", response_model=Page[ProjectPublic])
-def list_projects(session: SessionDep, ctx: CtxDep, offset: int = Query(0, ge=0),
+def list_projects(session: SessionDep, ctx: CtxDep, offset: Offset = 0,
                   limit: int = Query(50, ge=1, le=500)) -> Page[ProjectPublic]:
     total = session.scalar(select(func.count()).select_from(Project)) or 0
     rows = session.scalars(select(Project).order_by(Project.id).offset(offset).limit(limit))
@@ -31,19 +31,19 @@ def list_projects(session: SessionDep, ctx: CtxDep, offset: int = Query(0, ge=0)
 
 
 @router.get("/{project_id}", response_model=ProjectPublic)
-def get_project(project_id: int, session: SessionDep, ctx: CtxDep) -> ProjectPublic:
+def get_project(project_id: IdPath, session: SessionDep, ctx: CtxDep) -> ProjectPublic:
     return svc.public(session, project_or_404(session, project_id), ctx.annotations)
 
 
 @router.patch("/{project_id}", response_model=ProjectPublic)
-def update_project(project_id: int, body: ProjectUpdate, session: SessionDep, ctx: CtxDep) -> ProjectPublic:
+def update_project(project_id: IdPath, body: ProjectUpdate, session: SessionDep, ctx: CtxDep) -> ProjectPublic:
     project = svc.update(session, project_or_404(session, project_id), body)
     session.flush()
     return svc.public(session, project, ctx.annotations)
 
 
 @router.delete("/{project_id}", status_code=204)
-def delete_project(project_id: int, session: SessionDep, ctx: CtxDep) -> Response:
+def delete_project(project_id: IdPath, session: SessionDep, ctx: CtxDep) -> Response:
     """Deletes the project, its images, labels, model versions and jobs."""
     cleanup = svc.delete(session, ctx.registry, ctx.images, project_or_404(session, project_id))
     session.commit()

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from ..deps import AppContext, CtxDep, SessionDep, image_or_404, project_or_404
 from ..errors import ErrorCode, ServiceError
 from ..orm import Image, Project
-from ..schemas.common import ERROR_RESPONSES
+from ..schemas.common import ERROR_RESPONSES, MAX_INT
 from ..schemas.segment import SegmentResult
 from ..services.encoding import array_b64, palette_png, rle_per_class
 from ..services.images import check_filename, check_image_bytes, decode_array
@@ -55,9 +55,9 @@ def colors_of(project: Project) -> list[tuple[int, int, int]]:
              responses={200: {"content": {"application/json": {}, "image/png": {}}}})
 def segment(session: SessionDep, ctx: CtxDep,
             file: UploadFile | None = File(None, description="image to segment (or give image_id)"),
-            image_id: int | None = Form(None, description="a stored image"),
-            project_id: int | None = Form(None, description="required with an upload"),
-            version: int | None = Form(None, ge=1, description="model version; default the active one"),
+            image_id: int | None = Form(None, ge=1, le=MAX_INT, description="a stored image"),
+            project_id: int | None = Form(None, ge=1, le=MAX_INT, description="required with an upload"),
+            version: int | None = Form(None, ge=1, le=MAX_INT, description="model version; default the active one"),
             flip: bool = Form(False, description="test-time horizontal flip"),
             scales: str | None = Form(None, description="TTA scales, e.g. '0.75,1,1.25'"),
             format: Literal["json", "png"] = Form("json"),

@@ -5,9 +5,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Generic, TypeVar
 
+from fastapi import Path, Query
 from pydantic import AfterValidator, BaseModel, Field
 
 T = TypeVar("T")
+
+# Database integers are 32-bit (PostgreSQL INTEGER): larger ids cannot exist, so they are a 422/404, not a 500.
+MAX_INT = 2**31 - 1
+IdPath = Annotated[int, Path(ge=1, le=MAX_INT)]
+Offset = Annotated[int, Query(ge=0, le=MAX_INT)]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.\-]{0,63}")
 

@@ -17,7 +17,8 @@ class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["fine_tune"] = "fine_tune"
-    base_version: int | None = Field(default=None, ge=1, description="model version to start from; default active")
+    base_version: int | None = Field(default=None, ge=1, le=2**31 - 1,
+                                     description="model version to start from; default active")
     steps: int = Field(default=500, ge=1, le=200_000)
     batch_size: int = Field(default=4, ge=1, le=64)
     lr: float = Field(default=6e-5, gt=0, le=1)
