@@ -173,6 +173,129 @@ def attention(
     console.print(f"wrote {len(maps)} heatmaps to {output}")
 
 
+def load_train_config(config: Path | None, overrides: list[str]) -> dict:
+    """YAML file + ``key.sub=value`` overrides (values parsed as YAML: numbers, lists, null)."""
+    import yaml
+
+    data: dict = {}
+    if config is not None:
+        if not config.is_file():
+            fail(f"config file not found: {config}")
+        try:
+            data = yaml.safe_load(config.read_text()) or {}
+        except yaml.YAMLError as e:
+            fail(f"{config}: invalid YAML ({e})")
+        if not isinstance(data, dict):
+            fail(f"{config}: expected a mapping at the top level")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--set expects key=value, got {item!r}")
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                fail(f"--set {key}: {part} is not a section")
+        node[parts[-1]] = yaml.safe_load(value)
+    return data
+
+
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML training config (configs/*.yaml).")]
+    = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="Override: --set loss.alpha=0 --set seed=1.")]
+    = None,
+    out_dir: Annotated[str | None, typer.Option(help="Run directory (default: the config's out_dir).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue exactly from <out_dir>/checkpoint.pt.")] = False,
+) -> None:
+    """Train a SASFormer; writes checkpoint.pt, metrics.jsonl and best/ + last/ bundles to the run directory."""
+    from .config import TrainConfig
+    from .data import DatasetError
+    from .train import TrainingError
+    from .train import train as run_training
+
+    data = load_train_config(config, overrides or [])
+    if out_dir is not None:
+        data["out_dir"] = out_dir
+    try:
+        cfg = TrainConfig.from_dict(data)
+        result = run_training(cfg, resume=resume)
+    except (TrainingError, DatasetError, ValueError, TypeError) as e:
+        fail(str(e))
+    best = f", best {cfg.val_metric} {result.best_metric:.4f} at step {result.best_step}" \
+        if result.best_metric is not None else ""
+    console.print(f"{result.status} after {result.steps_done} steps{best}; bundle: {result.bundle}")
+    if result.status == "interrupted":
+        raise typer.Exit(130)
+
+
+@app.command("eval")
+def evaluate_cmd(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Model bundle directory.")],
+    data: Annotated[str, typer.Option(help="Dataset spec: mscmr:<root>, camvid:<root> or a dataset folder.")],
+    split: Annotated[str | None, typer.Option(help="Split name (splits/<split>.txt); omit for all images.")] = "val",
+    target: Annotated[str, typer.Option(help="Score against 'dense' masks or held-out 'sparse' labels.")] = "dense",
+    flip: Annotated[bool, typer.Option(help="Flip test-time augmentation.")] = False,
+    scales: Annotated[str, typer.Option(help="Multi-scale TTA, e.g. '0.75,1,1.25'.")] = "1",
+    exclude_background: Annotated[bool, typer.Option(help="Leave class 0 out of the means (MSCMR).")] = False,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write report.json and coloured PNGs.")]
+    = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda (default: CUDA if present).")] = None,
+) -> None:
+    """Evaluate a bundle: confusion matrix, mIoU, per-class IoU/Dice, pixel accuracy, Dice per volume."""
+    from PIL import Image
+
+    from .bundle import BundleError, load_bundle
+    from .data import DatasetError, load_dataset
+    from .evaluate import evaluate
+    from .imageio import colorize
+    from .predictor import Predictor, default_device
+
+    scale_list = parse_floats(scales, "--scales")
+    if target not in ("dense", "sparse"):
+        fail(f"--target must be 'dense' or 'sparse', got {target!r}")
+    try:
+        net, bundle = load_bundle(model, device=device or default_device())
+        ds = load_dataset(data, split)
+    except (BundleError, DatasetError) as e:
+        fail(str(e))
+    if ds.classes.names != bundle.config.class_names:
+        fail(f"the model's classes {bundle.config.class_names} differ from the dataset's {ds.classes.names}")
+    colors = bundle.config.class_colors
+    if output is not None:
+        (output / "predictions").mkdir(parents=True, exist_ok=True)
+
+    def save(sample, class_map) -> None:  # noqa: ANN001
+        if output is not None:
+            Image.fromarray(colorize(class_map, colors)).save(output / "predictions" / f"{sample.name}.png")
+
+    try:
+        report = evaluate(Predictor(net, device=device), ds, ds.classes.names, target=target, flip=flip,
+                          scales=scale_list, exclude_from_mean=(0,) if exclude_background else (),
+                          on_prediction=save)
+    except ValueError as e:
+        fail(str(e))
+    result = report.to_dict()
+    table = Table("class", "IoU", "Dice", *(["volume Dice"] if report.volume_confusions else []))
+    vol = report.volume_dice_per_class
+    for i, name in enumerate(report.class_names):
+        row = [name, f"{report.iou[i]:.4f}", f"{report.dice[i]:.4f}"]
+        if report.volume_confusions:
+            row.append(f"{vol[i]:.4f}")
+        table.add_row(*row)
+    Console().print(table)
+    summary = f"mIoU {report.miou:.4f}  mean Dice {report.mean_dice:.4f}  pixel acc {report.pixel_accuracy:.4f}"
+    if report.volume_confusions:
+        summary += f"  mean volume Dice {report.mean_volume_dice:.4f}"
+    Console().print(summary)
+    if output is not None:
+        (output / "report.json").write_text(json.dumps({"model": str(model), "data": data, "split": split,
+                                                        **result}, indent=2))
+        console.print(f"wrote {output / 'report.json'}")
+
+
 def main() -> None:
     app()
 

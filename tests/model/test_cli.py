@@ -61,3 +61,37 @@ def test_errors_name_the_file_and_exit_2(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "unknown MiT variant" in r.output
     r = runner.invoke(app, ["attention", str(bad), "-m", str(bundle), "--x", "0", "--y", "0", "-o", str(tmp_path)])
     assert r.exit_code == 2 and "broken.png" in r.output
+
+
+def test_train_and_eval_commands_on_a_dataset_folder(tmp_path: Path) -> None:
+    from .toy import write_toy_folder
+
+    root = write_toy_folder(tmp_path / "toy")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        f"model: {{variant: b0}}\ndata: {{train: 'folder:{root}', val: '{root}'}}\n"
+        "steps: 3\nbatch_size: 2\ncrop_size: 64\nwarmup_steps: 1\nval_every: 2\nlog_every: 1\ndevice: cpu\n"
+    )
+    run = tmp_path / "run"
+    r = runner.invoke(app, ["train", "-c", str(cfg), "--set", "loss.alpha=0.2", "--out-dir", str(run)])
+    assert r.exit_code == 0, r.output
+    assert "completed after 3 steps" in r.output
+    assert json.loads((run / "config.json").read_text())["loss"]["alpha"] == 0.2
+    out = tmp_path / "eval"
+    r = runner.invoke(app, ["eval", "-m", str(run / "best"), "--data", str(root), "--split", "val", "-o", str(out),
+                            "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["classes"] == ["background", "disc", "square"] and len(report["confusion_matrix"]) == 3
+    assert len(list((out / "predictions").glob("*.png"))) == 2
+
+
+def test_train_and_eval_errors(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["train", "-c", str(tmp_path / "missing.yaml")])
+    assert r.exit_code == 2 and "config file not found" in r.output and "missing.yaml" in r.output
+    r = runner.invoke(app, ["train", "--set", "steps=3", "--set", "data.train=folder:" + str(tmp_path / "nodata")])
+    assert r.exit_code == 2 and "nodata" in r.output
+    r = runner.invoke(app, ["train", "--set", "stpes=3"])
+    assert r.exit_code == 2 and "unknown training config keys" in r.output
+    r = runner.invoke(app, ["eval", "-m", str(tmp_path / "nobundle"), "--data", str(tmp_path)])
+    assert r.exit_code == 2 and "nobundle" in r.output

@@ -1,0 +1,121 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from model import load_bundle
+from model.config import TrainConfig
+from model.train import Callbacks, StepBatchSampler, TrainingError, lr_factor, train
+
+from .toy import toy_split
+
+
+def _cfg(tmp_path: Path, **kw) -> TrainConfig:
+    base = {"model": {"variant": "b0", "drop_path_rate": 0.1}, "steps": 6, "batch_size": 2, "crop_size": 64,
+            "scale_range": [0.8, 1.2], "warmup_steps": 2, "lr": 1e-3, "log_every": 1, "val_every": 1000,
+            "ckpt_every": 3, "out_dir": str(tmp_path / "run"), "device": "cpu"}
+    base.update(kw)
+    return TrainConfig.from_dict(base)
+
+
+def test_training_lowers_the_loss_and_saves_bundles(tmp_path: Path) -> None:
+    events = []
+    cfg = _cfg(tmp_path, steps=30, val_every=15)
+    data = toy_split(8)
+    result = train(cfg, data, data.with_samples(list(data)[:2]), Callbacks(on_progress=events.append),
+                   progress_bar=False)
+    assert result.status == "completed" and result.steps_done == 30
+    losses = [e["loss"] for e in events if e["event"] == "train"]
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
+    first = next(e for e in events if e["event"] == "train")
+    assert {"step", "total", "pce", "aff", "lr", "images_per_s", "eta_s"} <= set(first)
+    assert [e["step"] for e in events if e["event"] == "val"] == [15, 30]
+    model, bundle = load_bundle(result.bundle)
+    assert bundle.config.class_names == ["background", "disc", "square"]
+    assert bundle.provenance["train_config"]["steps"] == 30 and bundle.provenance["metrics"]["miou"] is not None
+    log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert log[-1]["event"] == "end" and log[-1]["status"] == "completed"
+
+
+def test_resume_continues_exactly(tmp_path: Path) -> None:
+    data = toy_split(6)
+    full = train(_cfg(tmp_path / "a"), data, progress_bar=False)
+    assert full.steps_done == 6
+    stop_at_3 = Callbacks(should_stop=lambda: stopped.append(1) or len(stopped) >= 3)
+    stopped: list[int] = []
+    part = train(_cfg(tmp_path / "b"), data, callbacks=stop_at_3, progress_bar=False)
+    assert part.status == "stopped" and part.steps_done == 3
+    resumed = train(_cfg(tmp_path / "b"), data, resume=True, progress_bar=False)
+    assert resumed.steps_done == 6
+    a = load_file(str(tmp_path / "a" / "run" / "last" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "run" / "last" / "model.safetensors"))
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+
+
+def test_time_budget_and_bad_requests(tmp_path: Path) -> None:
+    data = toy_split(4)
+    r = train(_cfg(tmp_path, steps=1000, time_budget_s=0.5), data, progress_bar=False)
+    assert r.status == "time_budget" and 0 < r.steps_done < 1000
+    unlabeled = data.with_samples([type(s)(s.name, s.image, None, s.dense) for s in data])
+    with pytest.raises(TrainingError, match="no labeled pixel"):
+        train(_cfg(tmp_path), unlabeled, progress_bar=False)
+    with pytest.raises(TrainingError, match="no checkpoint"):
+        train(_cfg(tmp_path / "fresh"), data, resume=True, progress_bar=False)
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        _cfg(tmp_path, steps=0)
+    with pytest.raises(ValueError, match="unknown training config keys"):
+        TrainConfig.from_dict({"stpes": 3})
+
+
+def test_fine_tune_from_a_bundle_checks_classes(tmp_path: Path) -> None:
+    data = toy_split(4)
+    base = train(_cfg(tmp_path / "base", steps=2), data, progress_bar=False)
+    tuned = train(_cfg(tmp_path / "ft", steps=2, init_bundle=str(base.bundle)), data, progress_bar=False)
+    assert load_bundle(tuned.bundle)[1].provenance["base"] == str(base.bundle)
+    other = data.with_samples(list(data))
+    other.classes.names[2] = "triangle"
+    with pytest.raises(TrainingError, match="has classes"):
+        train(_cfg(tmp_path / "bad", steps=2, init_bundle=str(base.bundle)), other, progress_bar=False)
+
+
+def test_data_order_is_a_function_of_seed_and_step() -> None:
+    full = list(StepBatchSampler(n=5, batch=3, start=0, total=6, seed=1))
+    tail = list(StepBatchSampler(n=5, batch=3, start=4, total=6, seed=1))
+    assert full[4:] == tail
+    flat = [i for batch in full[:5] for _, i in batch]  # first 15 samples = 3 epochs of 5
+    assert sorted(flat[:5]) == sorted(flat[5:10]) == list(range(5))
+    ranks = [list(StepBatchSampler(5, 2, 0, 3, 1, rank=r, world=2)) for r in (0, 1)]
+    assert ranks[0] != ranks[1]
+
+
+def test_lr_schedule_warms_up_and_decays() -> None:
+    cfg = TrainConfig(steps=100, warmup_steps=10)
+    assert lr_factor(0, cfg) == pytest.approx(0.1) and lr_factor(9, cfg) == pytest.approx(1.0)
+    assert lr_factor(55, cfg) == pytest.approx(0.5) and lr_factor(100, cfg) == 0.0
+
+
+@pytest.mark.slow
+def test_ddp_with_torchrun_on_cpu(tmp_path: Path) -> None:
+    """Two processes with the gloo backend: the same loop, rank 0 writes the bundle."""
+    script = tmp_path / "ddp.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
+        "from toy import toy_split\n"
+        "from model.config import TrainConfig\n"
+        "from model.train import train\n"
+        f"cfg = TrainConfig.from_dict({{'model': {{'variant': 'b0'}}, 'steps': 3, 'batch_size': 2, 'crop_size': 64, "
+        f"'warmup_steps': 1, 'device': 'cpu', 'out_dir': {str(tmp_path / 'ddp')!r}}})\n"
+        "train(cfg, toy_split(4), progress_bar=False)\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                    "29533", str(script)], check=True, env=env, timeout=300)
+    assert (tmp_path / "ddp" / "last" / "bundle.json").is_file()
