@@ -70,12 +70,14 @@ def segment(session: SessionDep, ctx: CtxDep,
     model = ctx.registry.loaded(version_row)
     pred, cached = ctx.predictions.segment(model, array, flip=flip, scales=tta,
                                            image_sha=image.sha256 if image is not None else None)
+    # the model's share of the request, so clients can tell service overhead from inference
+    timing = {"Server-Timing": f"model;dur={ctx.predictions.predict_ms():.1f}"}
     names = [c["name"] for c in project.classes]
     areas = {n: int(a) for n, a in zip(names, pred.class_areas(), strict=False)}
     if format == "png":
         return Response(palette_png(pred.class_map, colors_of(project)), media_type="image/png", headers={
             "X-Model-Version": str(version_row.number), "X-Cached": str(cached).lower(),
-            "X-Class-Areas": json.dumps(areas)})
+            "X-Class-Areas": json.dumps(areas), **timing})
     h, w = pred.class_map.shape
     body = SegmentResult(
         project_id=project.id, image_id=image.id if image else None, model_version=version_row.number, width=w,
@@ -83,4 +85,4 @@ def segment(session: SessionDep, ctx: CtxDep,
         areas=areas, masks=rle_per_class(pred.class_map, names),  # type: ignore[arg-type]
         probabilities=array_b64(pred.probs, "float16") if probabilities else None,  # type: ignore[arg-type]
     )
-    return Response(body.model_dump_json(), media_type="application/json")
+    return Response(body.model_dump_json(), media_type="application/json", headers=timing)

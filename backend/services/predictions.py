@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import shutil
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,6 +42,11 @@ class PredictionService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.root = settings.cache_dir / "predictions"
+        # seconds of the calling thread's last Predictor.predict, for the Server-Timing header
+        self.last_predict_s = threading.local()
+
+    def predict_ms(self) -> float:
+        return float(getattr(self.last_predict_s, "value", 0.0)) * 1000
 
     def _cache_path(self, version_id: int, image_sha: str, flip: bool, scales: Sequence[float]) -> Path:
         tta = ("f" if flip else "n") + "-" + "_".join(f"{s:g}" for s in scales)
@@ -49,6 +56,7 @@ class PredictionService:
                 scales: Sequence[float] = (1.0,), image_sha: str | None = None) -> tuple[Prediction, bool]:
         """The prediction and whether it came from the cache (only stored images, keyed by SHA, are cached)."""
         path = None
+        self.last_predict_s.value = 0.0
         if image_sha is not None and self.settings.prediction_cache:
             path = self._cache_path(model.version_id, image_sha, flip, scales)
             if path.is_file():
@@ -58,7 +66,9 @@ class PredictionService:
                 except (OSError, ValueError, KeyError):
                     path.unlink(missing_ok=True)  # unreadable cache entry: recompute
         with model.lock:
+            t0 = time.perf_counter()
             pred = model.predictor.predict(image, flip=flip, scales=scales)
+            self.last_predict_s.value = time.perf_counter() - t0
         if path is not None:
             buf = io.BytesIO()
             np.savez_compressed(buf, class_map=pred.class_map, probs=pred.probs.astype(np.float16))

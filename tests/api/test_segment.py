@@ -60,6 +60,7 @@ def test_png_and_cache(client: TestClient, setup: tuple) -> None:
     assert r1.status_code == r2.status_code == 200
     assert r1.headers["x-cached"] == "false" and r2.headers["x-cached"] == "true"
     assert r1.content == r2.content
+    assert float(r1.headers["server-timing"].split("dur=")[1]) > 0 and r2.headers["server-timing"] == "model;dur=0.0"
     im = Image.open(io.BytesIO(r1.content))
     assert im.mode == "P" and im.size == (56, 40)
     ref = reference(client, p["id"], arr, flip=True)
