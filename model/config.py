@@ -36,6 +36,14 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 IGNORE_INDEX = 255
 
 
+def _known_fields(cls: type, d: dict[str, Any], what: str) -> dict[str, Any]:
+    """``d`` if every key is a field of the dataclass ``cls``; a typo in a config is an error, not ignored."""
+    unknown = set(d) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {what}: {sorted(unknown)}")
+    return d
+
+
 def _default_palette(n: int) -> list[tuple[int, int, int]]:
     """Distinct colours for n classes (PASCAL VOC's bit-interleaved palette), so a bundle always has colours."""
     palette = []
@@ -135,11 +143,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown ModelConfig fields: {sorted(unknown)}")
-        return cls(**d)
+        return cls(**_known_fields(cls, d, "ModelConfig fields"))
 
 
 Distance = Literal["l1", "l2", "kl", "ce"]
@@ -299,8 +303,4 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown training config keys: {sorted(unknown)}")
-        return cls(**d)
+        return cls(**_known_fields(cls, d, "training config keys"))

@@ -4,6 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh test
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 GRADIO_ANALYTICS_ENABLED=False
-.venv/bin/ruff check model backend worker webui tests bench
+.venv/bin/ruff check model backend worker webui tests bench scripts
 .venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"
