@@ -10,7 +10,8 @@ from .db import make_engine, make_sessionmaker, migrate
 from .deps import AppContext, require_auth
 from .errors import install_error_handlers
 from .logs import BodyLimitMiddleware, RequestContextMiddleware, setup_logging
-from .routers import annotations, attention, export, health, images, jobs, models, projects, segment
+from .routers import annotations as annotations_router
+from .routers import attention, export, health, images, jobs, models, projects, segment
 from .services.annotations import AnnotationService
 from .services.images import ImageStore
 from .services.jobs import JobQueue, JobService, WorkerJobQueue
@@ -50,7 +51,7 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None) 
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     secured = [Depends(require_auth)]
-    for r in (projects, images, annotations, segment, attention, models, jobs, export):
+    for r in (projects, images, annotations_router, segment, attention, models, jobs, export):
         app.include_router(r.router, dependencies=secured)
     app.include_router(health.ready_router, dependencies=secured)
     return app

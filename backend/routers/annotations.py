@@ -6,7 +6,7 @@ revision, writes must send ``If-Match`` with the current ETag: 428 without it, 4
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Header, Response, UploadFile
 
@@ -20,7 +20,7 @@ from .images import read_upload
 
 router = APIRouter(prefix="/images/{image_id}/annotation", tags=["annotations"], responses=ERROR_RESPONSES)
 IfMatch = Annotated[str | None, Header(description="ETag of the revision being edited (required once one exists)")]
-PNG = {200: {"content": {"image/png": {}}}}
+PNG: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}}}
 
 
 def public(image: Image, row: AnnotationRevision) -> AnnotationPublic:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, File, Form, Query, UploadFile
@@ -20,7 +20,8 @@ from .segment import colors_of, resolve_input
 
 router = APIRouter(tags=["attention"], responses=ERROR_RESPONSES)
 Fmt = Literal["png", "json", "npy"]
-MEDIA = {200: {"content": {"image/png": {}, "application/json": {}, "application/octet-stream": {}}}}
+MEDIA: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/png": {}, "application/json": {}, "application/octet-stream": {}}}}
 
 
 def _attention(session: Session, ctx: AppContext, project: Project, image: Image | None, array: np.ndarray,

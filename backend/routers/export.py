@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
@@ -13,7 +13,7 @@ from ..schemas.common import ERROR_RESPONSES, MAX_INT, IdPath
 from ..services.export import Exporter
 
 router = APIRouter(prefix="/projects/{project_id}/export", tags=["export"], responses=ERROR_RESPONSES)
-ZIP = {200: {"content": {"application/zip": {}}}}
+ZIP: dict[int | str, dict[str, Any]] = {200: {"content": {"application/zip": {}}}}
 
 
 def _exporter(ctx: CtxDep) -> Exporter:

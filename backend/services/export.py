@@ -67,7 +67,8 @@ class Exporter:
         """COCO instances JSON, one RLE annotation per (image, class): predictions of ``version``, or the
         sparse labels when ``version`` is None."""
         names = [c["name"] for c in project.classes]
-        images_out, anns = [], []
+        images_out: list[dict[str, Any]] = []
+        anns: list[dict[str, Any]] = []
         if version is not None:
             pairs: Iterator[tuple[Image, Any]] = self._predictions(session, project, version)
         else:

@@ -80,7 +80,7 @@ def decode_array(data: bytes) -> np.ndarray:
     with PILImage.open(io.BytesIO(data)) as im:
         im.load()
         if im.mode in ("P", "PA", "1", "LA"):
-            im = im.convert("RGBA" if im.mode == "PA" else ("L" if im.mode in ("1", "LA") else "RGB"))
+            return np.asarray(im.convert("RGBA" if im.mode == "PA" else ("L" if im.mode in ("1", "LA") else "RGB")))
         return np.asarray(im)
 
 

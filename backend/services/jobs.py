@@ -63,7 +63,7 @@ class WorkerJobQueue:
                 raise
             fn = getattr(mod, name, None)
             if callable(fn):
-                return fn  # type: ignore[no-any-return]
+                return fn
         return None
 
     def available(self) -> str | None:
