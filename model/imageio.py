@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -32,12 +33,13 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ImageReadError(f"cannot read image {path}: {e}") from e
 
 
-def save_palette_png(class_map: np.ndarray, colors: list[tuple[int, int, int]], path: str | Path) -> None:
-    """Class map -> paletted PNG: the pixel values stay class ids, viewers show class colours."""
+def save_palette_png(class_map: np.ndarray, colors: list[tuple[int, int, int]], path: str | Path | BinaryIO) -> None:
+    """Class map -> paletted PNG (a path or a binary file object): pixel values stay class ids
+    (255 = unlabeled stays 255), viewers show class colours."""
     im = Image.fromarray(class_map.astype(np.uint8), mode="P")
     flat = [v for c in colors for v in c]
     im.putpalette(flat + [0] * (768 - len(flat)))
-    im.save(path)
+    im.save(path, format="PNG")
 
 
 def colorize(class_map: np.ndarray, colors: list[tuple[int, int, int]]) -> np.ndarray:

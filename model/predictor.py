@@ -8,6 +8,7 @@ map Y_l. No HTTP, no storage: the backend and CLI wrap this.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -42,7 +43,10 @@ class Prediction:
 
 
 class Predictor:
-    """Runs one model on images of any size.
+    """Runs one model on images of any size; safe to share between threads.
+
+    Forwards are serialised by a lock: attention capture switches module state for the duration of
+    a forward, so a ``predict`` and an ``attention_maps`` must not interleave on one model.
 
     Args:
         model: a built ``SASFormer`` (its ``cfg`` gives normalisation and classes).
@@ -58,6 +62,7 @@ class Predictor:
         self.cfg = model.cfg
         self.max_side = max_side
         self.pad_multiple = 32
+        self._lock = threading.Lock()
 
     # ---- preprocessing -------------------------------------------------------------------------
     def _prepare(self, rgb: np.ndarray, scale: float = 1.0, flip: bool = False
@@ -101,7 +106,9 @@ class Predictor:
         for s in scales:
             for flipped in (False, True) if flip else (False,):
                 x, valid = self._prepare(rgb, s, flip=flipped)
-                out = self._unpad_resize(self.model(x), (x.shape[-2], x.shape[-1]), valid, (h, w))
+                with self._lock:
+                    logits = self.model(x)
+                out = self._unpad_resize(logits, (x.shape[-2], x.shape[-1]), valid, (h, w))
                 if flipped:
                     out = out.flip(-1)
                 # average probabilities, not logits, so views with different confidence mix fairly
@@ -122,7 +129,8 @@ class Predictor:
     def _attention(self, rgb: np.ndarray) -> tuple[torch.Tensor, list[torch.Tensor], tuple[int, int],
                                                    tuple[int, int]]:
         x, valid = self._prepare(rgb)
-        logits, maps = self.model(x, return_attention=True)
+        with self._lock:
+            logits, maps = self.model(x, return_attention=True)
         return logits, maps, tuple(x.shape[-2:]), valid  # type: ignore[return-value]
 
     def attention_maps(self, image: ImageLike, point: tuple[int, int]) -> dict[str, np.ndarray]:

@@ -50,6 +50,8 @@ def normalize(
     image: np.ndarray | torch.Tensor, mean: Sequence[float], std: Sequence[float]
 ) -> torch.Tensor:
     """``(H, W, 3)`` uint8 (or a batch ``(B, H, W, 3)``) -> float ``(3, H, W)`` / ``(B, 3, H, W)`` tensor."""
+    if isinstance(image, np.ndarray) and not image.flags.writeable:
+        image = image.copy()  # torch cannot wrap read-only memory (e.g. np.asarray of a PIL image)
     t = torch.as_tensor(image)
     t = t.permute(0, 3, 1, 2) if t.ndim == 4 else t.permute(2, 0, 1)
     t = t.float().div_(255.0)

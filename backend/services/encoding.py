@@ -10,17 +10,13 @@ import numpy as np
 from PIL import Image as PILImage
 from pycocotools import mask as mask_utils
 
-from model.imageio import heatmap_rgb
+from model.imageio import heatmap_rgb, save_palette_png
 
 
 def palette_png(class_map: np.ndarray, colors: list[tuple[int, int, int]]) -> bytes:
     """Class ids stay pixel values (255 = unlabeled stays 255); viewers show the class colours."""
-    # model.imageio.save_palette_png takes a path (it infers the format from the suffix); same palette here
-    im = PILImage.fromarray(class_map.astype(np.uint8), mode="P")
-    flat = [v for c in colors for v in c]
-    im.putpalette(flat + [0] * (768 - len(flat)))
     buf = io.BytesIO()
-    im.save(buf, format="PNG")
+    save_palette_png(class_map, colors, buf)
     return buf.getvalue()
 
 
