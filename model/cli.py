@@ -296,6 +296,42 @@ def evaluate_cmd(
         console.print(f"wrote {output / 'report.json'}")
 
 
+@app.command("labels")
+def labels_report(
+    data: Annotated[str, typer.Option(help="Dataset spec: mscmr:<root>, camvid:<root> or a dataset folder.")],
+    split: Annotated[str | None, typer.Option(help="Split name; omit for all images.")] = "train",
+    simulate: Annotated[str | None, typer.Option(help="Simulate 'scribbles' or 'points' from the dense masks.")]
+    = None,
+    seed: Annotated[int, typer.Option(help="Simulator seed.")] = 0,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the simulated labels as PNGs here.")]
+    = None,
+) -> None:
+    """Report the sparse labels of a dataset (labeled-pixel fraction, pixels per class), optionally simulated."""
+    from PIL import Image
+
+    from .data import DatasetError, load_dataset, report, simulate_dataset
+
+    try:
+        ds = load_dataset(data, split)
+    except DatasetError as e:
+        fail(str(e))
+    if simulate is not None:
+        if simulate not in ("scribbles", "points"):
+            fail(f"--simulate must be 'scribbles' or 'points', got {simulate!r}")
+        try:
+            ds = simulate_dataset(ds, simulate, seed=seed)  # type: ignore[assignment,arg-type]
+        except ValueError as e:
+            fail(str(e))
+    stats = report(ds, class_names=ds.classes.names if hasattr(ds, "classes") else None)
+    print(json.dumps({"data": data, "split": split, "simulated": simulate, "seed": seed, **stats}, indent=2))
+    if output is not None:
+        output.mkdir(parents=True, exist_ok=True)
+        for sample in ds:
+            if sample.sparse is not None:
+                Image.fromarray(sample.sparse).save(output / f"{sample.name}.png")
+        console.print(f"wrote labels to {output}")
+
+
 def main() -> None:
     app()
 

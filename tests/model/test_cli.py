@@ -95,3 +95,19 @@ def test_train_and_eval_errors(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "unknown training config keys" in r.output
     r = runner.invoke(app, ["eval", "-m", str(tmp_path / "nobundle"), "--data", str(tmp_path)])
     assert r.exit_code == 2 and "nobundle" in r.output
+
+
+def test_labels_report_and_simulation(tmp_path: Path) -> None:
+    from .toy import write_toy_folder
+
+    root = write_toy_folder(tmp_path / "toy")
+    r = runner.invoke(app, ["labels", "--data", str(root), "--split", "train"])
+    assert r.exit_code == 0, r.output
+    stats = json.loads(r.output[r.output.index("{"):])
+    assert stats["images"] == 6 and 0 < stats["labeled_fraction"] < 0.2
+    out = tmp_path / "sim"
+    r = runner.invoke(app, ["labels", "--data", str(root), "--split", "val", "--simulate", "points", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert len(list(out.glob("*.png"))) == 2
+    r = runner.invoke(app, ["labels", "--data", str(root), "--simulate", "blobs"])
+    assert r.exit_code == 2 and "--simulate must be" in r.output
