@@ -121,6 +121,13 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     task_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # crash recovery: how many times a worker started it, which process runs it ("host:pid"), and when
+    # that process last said it was alive (a thread writes it, so long steps do not look like death)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    worker: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # outcome of a finished job: version, promoted or not and why, held-out metrics of both models
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     author: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

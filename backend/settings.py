@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -46,6 +46,7 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("CELERY_BROKER_URL", "SASFORMER_BROKER_URL"))
     celery_result_backend: str | None = Field(
         default=None, validation_alias=AliasChoices("CELERY_RESULT_BACKEND", "SASFORMER_RESULT_BACKEND"))
+    broker_key_prefix: str = ""  # Redis only: prefix of every broker key
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -69,11 +70,33 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
+    # ---- fine-tune worker (Celery) ------------------------------------------------------------
+    # Which queue the API sends jobs to, and which queues a worker consumes: one queue per resource,
+    # so a CPU-only worker never picks up a job meant for a GPU. "auto" = "gpu" when CUDA is visible to
+    # this process, else "cpu"; a split deployment (API without GPU) sets SASFORMER_JOB_QUEUE=gpu.
+    job_queue: Literal["auto", "gpu", "cpu"] = "auto"
+    worker_queues: Annotated[list[str], NoDecode] = Field(default_factory=list)  # empty = [job queue]
+    # Redis re-delivers an unacknowledged job (its worker died) only after this: it must exceed the
+    # longest job, or a healthy long job is handed out twice. Tests set it to a few seconds.
+    worker_visibility_timeout_s: int = Field(default=6 * 3600, ge=1)
+    # A job is stopped gracefully (checkpoint + bundle) at the soft limit and killed at the hard one.
+    job_soft_time_limit_s: int = Field(default=4 * 3600, ge=10)
+    job_hard_time_limit_s: int = Field(default=4 * 3600 + 600, ge=20)
+    # A running job writes a heartbeat this often (a thread, independent of step length); a job whose
+    # heartbeat is older than ``job_stale_after_s`` (or whose process is gone) counts as lost.
+    job_heartbeat_s: float = Field(default=5.0, gt=0)
+    job_stale_after_s: float = Field(default=120.0, gt=0)
+    # A lost job is re-queued (and resumes from its checkpoint) until it has started this many times,
+    # then marked failed with the reason: a job that kills its worker cannot loop forever.
+    job_max_attempts: int = Field(default=3, ge=1)
+    job_checkpoint_every: int = Field(default=25, ge=1)  # steps between checkpoints (also on stop)
+    job_sweep_interval_s: float = Field(default=15.0, gt=0)  # worker's lost-job sweeper period
+
     @model_validator(mode="before")
     @classmethod
     def _split_lists(cls, data: object) -> object:
         if isinstance(data, dict):
-            for key in ("admin_tokens", "read_tokens", "cors_origins"):
+            for key in ("admin_tokens", "read_tokens", "cors_origins", "worker_queues"):
                 if key in data:
                     data[key] = _csv(data[key])
         return data
@@ -87,6 +110,15 @@ class Settings(BaseSettings):
             raise ValueError("auth tokens must be at least 16 characters and not a default value in production")
         if self.environment == "production" and not self.admin_tokens:
             raise ValueError("production needs SASFORMER_ADMIN_TOKENS: an open API is for development only")
+        if self.job_hard_time_limit_s <= self.job_soft_time_limit_s:
+            raise ValueError("job_hard_time_limit_s must exceed job_soft_time_limit_s (the soft limit stops a job "
+                             "gracefully, the hard one kills it)")
+        if self.worker_visibility_timeout_s <= self.job_hard_time_limit_s and self.environment == "production":
+            raise ValueError("worker_visibility_timeout_s must exceed job_hard_time_limit_s, or Redis hands a "
+                             "running job to a second worker")
+        bad = [q for q in self.worker_queues if q not in ("gpu", "cpu")]
+        if bad:
+            raise ValueError(f"worker_queues may only name 'gpu' and 'cpu', got {bad}")
         return self
 
     # ---- derived locations -------------------------------------------------------------------
@@ -138,11 +170,41 @@ class Settings(BaseSettings):
         return f"file://{(self.jobs_dir / 'results').resolve()}"
 
     @property
-    def broker_transport_options(self) -> dict[str, str]:
-        """Folders of the filesystem transport (unused with Redis)."""
+    def broker_transport_options(self) -> dict[str, Any]:
+        """Filesystem: its folders (the control folder makes revoke/inspect work). Redis: the visibility
+        timeout, and ``SASFORMER_BROKER_KEY_PREFIX`` so several installations (or test runs) share a server."""
+        if self.broker_url.startswith("filesystem"):
+            b = self.broker_dir.resolve()
+            return {"data_folder_in": str(b / "out"), "data_folder_out": str(b / "out"),
+                    "processed_folder": str(b / "processed"), "control_folder": str(b / "control"),
+                    "store_processed": False, "polling_interval": 0.25}
+        opts: dict[str, Any] = {"visibility_timeout": self.worker_visibility_timeout_s}
+        if self.broker_key_prefix:
+            opts["global_keyprefix"] = self.broker_key_prefix
+        return opts
+
+    @property
+    def broker_folders(self) -> list[Path]:
+        """Folders the filesystem broker needs (empty for other brokers)."""
+        if not self.broker_url.startswith("filesystem"):
+            return []
         b = self.broker_dir.resolve()
-        return {"data_folder_in": str(b / "out"), "data_folder_out": str(b / "out"),
-                "processed_folder": str(b / "processed"), "control_folder": str(b / "control")}
+        return [b / "out", b / "processed", b / "control"]
+
+    @property
+    def result_folders(self) -> list[Path]:
+        """The file result backend's folder (empty for other backends)."""
+        url = self.result_backend
+        return [Path(url[len("file://"):])] if url.startswith("file://") else []
+
+    def resolved_job_queue(self) -> str:
+        """The queue jobs are sent to: the setting, or by whether this process sees CUDA."""
+        if self.job_queue != "auto":
+            return self.job_queue
+        return "gpu" if cuda_visible() else "cpu"
+
+    def resolved_worker_queues(self) -> list[str]:
+        return list(self.worker_queues) or [self.resolved_job_queue()]
 
     @property
     def auth_enabled(self) -> bool:
@@ -150,8 +212,19 @@ class Settings(BaseSettings):
 
     def ensure_dirs(self) -> None:
         for d in (self.home, self.images_dir, self.labels_dir, self.models_dir, self.jobs_dir, self.broker_dir,
-                  self.cache_dir):
+                  self.cache_dir, *self.broker_folders, *self.result_folders):
             d.mkdir(parents=True, exist_ok=True)
+
+
+def cuda_visible() -> bool:
+    """Whether CUDA is usable, asked through NVML so the process does not initialise CUDA: a Celery
+    prefork parent that did would hand a broken CUDA context to its forked children."""
+    import os
+
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def get_settings() -> Settings:

@@ -1,6 +1,7 @@
-"""Fine-tune jobs: create (201 + id), list, get with progress, cancel, and an SSE progress stream.
+"""Fine-tune jobs: create (201 + id), list, get with progress, cancel, an SSE progress stream, the log.
 
-Execution is the worker's (see ``backend.services.jobs``); without a worker a job stays queued.
+Execution is the worker's (see ``backend.services.jobs`` and ``worker/``); without a worker a job
+stays queued. Reads also recover a job whose worker died (re-queued or failed, never "running" forever).
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from collections.abc import AsyncIterator
 
 import anyio
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
 from ..deps import AppContext, CtxDep, PrincipalDep, SessionDep, project_or_404
+from ..errors import ErrorCode, ServiceError
 from ..orm import Job
 from ..schemas.common import ERROR_RESPONSES, IdPath, Offset, Page
-from ..schemas.jobs import TERMINAL_STATES, JobCreate, JobProgress, JobPublic, JobState
+from ..schemas.jobs import TERMINAL_STATES, JobCreate, JobProgress, JobPublic, JobResult, JobState
 
 router = APIRouter(tags=["jobs"], responses=ERROR_RESPONSES)
 
@@ -30,6 +32,7 @@ def public(session: Session, ctx: AppContext, job: Job) -> JobPublic:
         params=JobCreate.model_validate(job.params), base_version=ctx.jobs.version_number(session, job.base_version_id),
         result_version=ctx.jobs.version_number(session, job.result_version_id),
         progress=JobProgress.model_validate(job.progress or {}), error=job.error, cancel_requested=job.cancel_requested,
+        attempts=job.attempts or 0, result=JobResult.model_validate(job.result) if job.result else None,
         author=job.author, created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
         updated_at=job.updated_at, note=note,
     )
@@ -53,12 +56,16 @@ def list_jobs(project_id: IdPath, session: SessionDep, ctx: CtxDep, state: JobSt
               offset: Offset = 0, limit: int = Query(50, ge=1, le=500)) -> Page[JobPublic]:
     project_or_404(session, project_id)
     rows, total = ctx.jobs.list(session, project_id, state, offset, limit)
+    for j in rows:
+        ctx.jobs.recover(session, j)
     return Page(items=[public(session, ctx, j) for j in rows], total=total, offset=offset, limit=limit)
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic)
 def get_job(job_id: IdPath, session: SessionDep, ctx: CtxDep) -> JobPublic:
-    return public(session, ctx, ctx.jobs.get(session, job_id))
+    job = ctx.jobs.get(session, job_id)
+    ctx.jobs.recover(session, job)
+    return public(session, ctx, job)
 
 
 @router.delete("/jobs/{job_id}", response_model=JobPublic, responses={202: {"model": JobPublic}})
@@ -84,6 +91,8 @@ def job_events(job_id: IdPath, request: Request, session: SessionDep, ctx: CtxDe
     def snapshot() -> tuple[str, bool]:
         with ctx.sessions() as s:
             job = ctx.jobs.get(s, job_id)
+            if ctx.jobs.recover(s, job):
+                s.commit()
             return public(s, ctx, job).model_dump_json(), job.state in TERMINAL_STATES
 
     async def events() -> AsyncIterator[str]:
@@ -106,3 +115,14 @@ def job_events(job_id: IdPath, request: Request, session: SessionDep, ctx: CtxDe
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.get("/jobs/{job_id}/log", response_class=FileResponse,
+            responses={200: {"content": {"application/x-ndjson": {}}}})
+def job_log(job_id: IdPath, session: SessionDep, ctx: CtxDep) -> FileResponse:
+    """The job's JSONL log: one JSON object per line (claim, data, train/val progress, end, result)."""
+    ctx.jobs.get(session, job_id)
+    path = ctx.settings.jobs_dir / str(job_id) / "log.jsonl"
+    if not path.is_file():
+        raise ServiceError(ErrorCode.NOT_FOUND, f"job {job_id} has no log yet (it has not started)")
+    return FileResponse(path, media_type="application/x-ndjson")

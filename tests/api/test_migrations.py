@@ -17,7 +17,7 @@ def test_schema_matches_models(client: TestClient) -> None:
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         assert diff == []
-        assert MigrationContext.configure(conn).get_current_revision() == "0001"
+        assert MigrationContext.configure(conn).get_current_revision() == "0002"
     assert {"projects", "images", "annotation_revisions", "model_versions", "activations", "jobs"} <= set(
         inspect(engine).get_table_names())
     migrate(engine)  # idempotent
