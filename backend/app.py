@@ -54,4 +54,8 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None) 
     for r in (projects, images, annotations_router, segment, attention, models, jobs, export):
         app.include_router(r.router, dependencies=secured)
     app.include_router(health.ready_router, dependencies=secured)
+    if settings.ui_enabled:
+        from webui.app import mount_ui  # gradio is imported only when the UI is served
+
+        mount_ui(app, settings)
     return app

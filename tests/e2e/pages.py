@@ -1,0 +1,189 @@
+"""Page helpers that drive the Gradio UI like a user (clicks, typing, mouse drags on the canvas).
+
+Shared by the browser tests and ``bench/ui_latency.py``. Elements are found by the ``elem_id`` the UI
+sets (``#project-select``, ``#editor``, ...), so layout changes do not break the tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from PIL import Image
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+
+T = TypeVar("T")
+
+
+def wait(driver: WebDriver, cond: Callable[[], T], timeout: float = 30, what: str = "condition",
+         poll: float = 0.1, errors_ok: bool = False) -> T:
+    """Poll ``cond`` until it returns something truthy; the failure names what was awaited and any
+    error toast on the page (so a failed run says why, not just 'timeout'). An error toast ends the wait
+    at once unless ``errors_ok`` (for steps that expect one)."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            out = cond()
+            if out:
+                return out
+        except (StaleElementReferenceException, WebDriverException) as e:
+            last = e
+        if not errors_ok:
+            errs = [t for t in toasts(driver) if t.startswith("Error")]
+            if errs:
+                raise AssertionError(f"error shown while waiting for {what}: {errs!r}")
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}; toasts: {toasts(driver)!r}; last: {last}")
+
+
+def css(driver: WebDriver, selector: str) -> WebElement:
+    return driver.find_element(By.CSS_SELECTOR, selector)
+
+
+def text_of(driver: WebDriver, elem_id: str) -> str:
+    found = driver.find_elements(By.ID, elem_id)
+    return found[0].text if found else ""
+
+
+def toasts(driver: WebDriver) -> list[str]:
+    """Texts of Gradio's toast messages (errors, warnings, infos) now on the page."""
+    try:
+        return [t.text for t in driver.find_elements(By.CSS_SELECTOR, "[data-testid=toast-body]") if t.text]
+    except WebDriverException:
+        return []
+
+
+def close_toasts(driver: WebDriver) -> None:
+    for b in driver.find_elements(By.CSS_SELECTOR, "[data-testid=toast-close]"):
+        with contextlib.suppress(WebDriverException):
+            b.click()
+
+
+def open_ui(driver: WebDriver, base_url: str) -> None:
+    driver.get(base_url + "/ui/")
+    wait(driver, lambda: driver.find_elements(By.CSS_SELECTOR, "#project-select input"), 60, "the UI to render")
+    wait_idle(driver)
+
+
+def wait_idle(driver: WebDriver, timeout: float = 120) -> None:
+    """Until no Gradio status tracker shows a pending or running event."""
+    def idle() -> bool:
+        busy = driver.execute_script(
+            "return [...document.querySelectorAll('[data-testid=status-tracker]')]"
+            ".filter(e => !e.classList.contains('hide') && e.offsetParent !== null"
+            " && (e.classList.contains('generating') || e.querySelector('.eta-bar, .progress-text, .loader'))).length")
+        return busy == 0
+    time.sleep(0.2)
+    wait(driver, idle, timeout, "the page to finish its pending events")
+
+
+def pick_option(driver: WebDriver, dropdown_id: str, label_contains: str, timeout: float = 30) -> None:
+    """Open a gr.Dropdown and click the option whose label contains the text."""
+    def option() -> WebElement | None:
+        css(driver, f"#{dropdown_id} input").click()
+        for li in driver.find_elements(By.CSS_SELECTOR, f"#{dropdown_id} li[role=option]"):
+            if label_contains in (li.get_attribute("aria-label") or li.text):
+                return li
+        css(driver, "body").click()
+        return None
+    wait(driver, option, timeout, f"option {label_contains!r} in #{dropdown_id}").click()
+
+
+def type_into(driver: WebDriver, elem_id: str, text: str) -> None:
+    box = css(driver, f"#{elem_id} textarea, #{elem_id} input")
+    box.clear()
+    box.send_keys(text)
+
+
+def open_tab(driver: WebDriver, name: str) -> None:
+    for b in driver.find_elements(By.CSS_SELECTOR, "button[role=tab]"):
+        if b.text.strip() == name:
+            b.click()
+            time.sleep(0.3)
+            return
+    raise AssertionError(f"no tab {name!r}")
+
+
+def editor_canvas(driver: WebDriver) -> WebElement:
+    return css(driver, "#editor .pixi-target canvas")
+
+
+def editor_zoom(driver: WebDriver) -> float:
+    """The editor's displayed zoom (its toolbar shows e.g. '291%'): screen px per image px."""
+    txt = css(driver, "#editor .zoom-number span").text.strip().rstrip("%")
+    return float(txt) / 100
+
+
+def choose_brush(driver: WebDriver, class_index: int) -> None:
+    """Brush tool with the class's colour (the swatches are the class palette, in class order)."""
+    css(driver, "#editor button[aria-label=Brush]").click()
+    time.sleep(0.2)
+    css(driver, "#editor button[aria-label=Color]").click()
+    swatches = wait(driver, lambda: driver.find_elements(By.CSS_SELECTOR, "#editor menu.swatch button.color"),
+                    10, "colour swatches")
+    swatches[class_index].click()
+    time.sleep(0.2)
+    css(driver, "#editor button[aria-label=Color]").click()  # close the palette again
+    time.sleep(0.2)
+
+
+def draw(driver: WebDriver, image_size: tuple[int, int], points: list[tuple[float, float]]) -> None:
+    """Drag the mouse through ``points`` given in IMAGE pixel coordinates (the image is centred in the
+    canvas at the editor's zoom), as a user draws a stroke."""
+    canvas = editor_canvas(driver)
+    zoom = editor_zoom(driver)
+    w, h = image_size
+
+    def offset(p: tuple[float, float]) -> tuple[int, int]:  # Selenium offsets are from the element's centre
+        return round((p[0] - w / 2) * zoom), round((p[1] - h / 2) * zoom)
+
+    chain = ActionChains(driver, duration=20)
+    x0, y0 = offset(points[0])
+    chain.move_to_element_with_offset(canvas, x0, y0).click_and_hold()
+    prev = (x0, y0)
+    for p in points[1:]:
+        x, y = offset(p)
+        chain.move_by_offset(x - prev[0], y - prev[1])
+        prev = (x, y)
+    chain.release().perform()
+    time.sleep(0.3)
+
+
+def click_image(driver: WebDriver, elem_id: str, image_size: tuple[int, int], xy: tuple[float, float]) -> None:
+    """Click pixel ``xy`` of the image shown (scaled to fit, aspect kept) in a gr.Image."""
+    img = css(driver, f"#{elem_id} img")
+    rw, rh = img.size["width"], img.size["height"]
+    # object-fit: contain inside the <img> box
+    scale = min(rw / image_size[0], rh / image_size[1])
+    dx, dy = (xy[0] - image_size[0] / 2) * scale, (xy[1] - image_size[1] / 2) * scale
+    ActionChains(driver).move_to_element_with_offset(img, round(dx), round(dy)).click().perform()
+
+
+def image_src(driver: WebDriver, elem_id: str) -> str:
+    found = driver.find_elements(By.CSS_SELECTOR, f"#{elem_id} img")
+    return (found[0].get_attribute("src") or "") if found else ""
+
+
+def screenshot(driver: WebDriver, folder: Path, name: str, docs: Path | None = None) -> Path:
+    """Full-window PNG into ``folder``; with ``docs`` also a shrunk, 128-colour copy for the docs."""
+    path = folder / f"{name}.png"
+    driver.save_screenshot(str(path))
+    if docs is not None:
+        docs.mkdir(parents=True, exist_ok=True)
+        with Image.open(path) as im:
+            small = im.convert("RGB")
+            small.thumbnail((1100, 1100))
+            small.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(docs / f"{name}.png", optimize=True)
+    return path
+
+
+def scroll_to(driver: WebDriver, elem_id: str) -> Any:
+    return driver.execute_script(f"document.getElementById('{elem_id}').scrollIntoView({{block: 'center'}})")

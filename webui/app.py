@@ -1,0 +1,142 @@
+"""The SASFormer Studio web UI: ``build_ui(settings)`` -> ``gr.Blocks``; ``mount_ui(app, settings)`` serves it
+at ``/ui`` from the API process (one process, one port).
+
+Every action goes through the REST API (``webui.client``), so the UI can never disagree with curl users
+or hold a second copy of model or storage logic. Panels live in ``webui.components``.
+"""
+
+import re
+from typing import Any
+
+import webui  # noqa: F401  (sets GRADIO_ANALYTICS_ENABLED / HF_HUB_OFFLINE before gradio is imported)
+
+import gradio as gr  # isort: skip
+from fastapi import FastAPI
+
+from backend.settings import Settings
+
+from .components import annotate, explore, learn
+from .components.common import Shared, ui_errors
+
+UI_PATH = "/ui"
+CSS = """
+.sf-legend td, .sf-legend th { padding: 2px 6px; font-size: 0.9em; }
+#job-progress { font-size: 0.95em; }
+"""
+CLASS_LINE = re.compile(r"^\s*(?P<name>.+?)\s*(?P<color>#[0-9a-fA-F]{6})?\s*$")
+DEFAULT_CLASSES = "background #000000\nforeground #ff0000"
+
+
+def parse_classes(text: str) -> list[dict[str, str]]:
+    """One class per line: ``name`` or ``name #rrggbb`` (the server picks a colour when none is given)."""
+    out = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        m = CLASS_LINE.match(line)
+        assert m is not None  # the pattern matches any non-blank line
+        spec = {"name": m["name"]}
+        if m["color"]:
+            spec["color"] = m["color"].lower()
+        out.append(spec)
+    if not out:
+        raise gr.Error("Give at least one class, one per line, e.g. 'background #000000'.")
+    return out
+
+
+def build_ui(settings: Settings | None = None) -> gr.Blocks:
+    """The Blocks app; handlers reach the API via the request's server address (see ``Shared.client``)."""
+    settings = settings or Settings()
+    with gr.Blocks(title="SASFormer Studio") as demo:
+        gr.Markdown("# SASFormer Studio\nScribble or click a few pixels per class; the model turns them into dense "
+                    "masks and learns your classes. *A new project's model is untrained: fine-tune it on your "
+                    "labels before trusting its masks.*")
+        with gr.Row():
+            project_dd = gr.Dropdown(label="Project", choices=[], scale=2, elem_id="project-select")
+            image_dd = gr.Dropdown(label="Image", choices=[], scale=3, elem_id="image-select")
+            refresh = gr.Button("↻ Refresh", scale=0, min_width=100, elem_id="refresh-btn")
+        new_acc = gr.Accordion("New project", open=False, elem_id="new-project")
+        with new_acc, gr.Row():
+            new_name = gr.Textbox(label="Name", placeholder="e.g. heart-mri", elem_id="new-project-name")
+            new_classes = gr.Textbox(label="Classes: one per line, 'name' or 'name #rrggbb'", lines=4,
+                                     value=DEFAULT_CLASSES, elem_id="new-project-classes")
+            create_btn = gr.Button("Create project", variant="primary", scale=0, elem_id="create-project")
+        status = gr.Markdown(elem_id="status")
+        ui = Shared(settings=settings, project=gr.State(None), image=gr.State(None), status=status,
+                    project_dd=project_dd, image_dd=image_dd)
+        with gr.Tabs():
+            annotate.build(ui)
+            explore.build(ui)
+            learn.build(ui)
+        x = ui.extra
+
+        @ui_errors
+        def list_projects(request: gr.Request) -> tuple[Any, Any]:
+            with ui.client(request) as c:
+                projects = c.projects()
+                fields = c.job_create_fields()
+            choices = [(f"{p['name']} (#{p['id']})", p["id"]) for p in projects]
+            return gr.update(choices=choices), learn.job_fields_visible(fields)
+
+        demo.load(list_projects, None, [project_dd, x["budget"]])
+
+        @ui_errors
+        def create(name: str, classes: str, request: gr.Request) -> tuple[Any, str, Any]:
+            if not name.strip():
+                raise gr.Error("Give the project a name.")
+            with ui.client(request) as c:
+                p = c.create_project(name.strip(), parse_classes(classes))
+                choices = [(f"{q['name']} (#{q['id']})", q["id"]) for q in c.projects()]
+            msg = (f"Created project **{p['name']}** with classes " + ", ".join(c["name"] for c in p["classes"])
+                   + f" (model v{p['active_version']}, untrained: fine-tune after labelling).")
+            return gr.update(choices=choices, value=p["id"]), msg, gr.Accordion(open=False)
+
+        create_btn.click(create, [new_name, new_classes], [project_dd, status, new_acc])
+
+        @ui_errors
+        def open_project(pid: int | None, request: gr.Request) -> tuple[Any, ...]:
+            if not pid:
+                return (None, gr.update(choices=[], value=None), [], gr.update(), gr.update(), "", gr.update(),
+                        gr.update(), gr.update(), gr.update())
+            with ui.client(request) as c:
+                p = c.project(int(pid))
+                choices, gal = annotate.image_choices(c, p["id"])
+                models = learn.versions_table(c.models(p["id"]))
+            editor, radio, legend = annotate.on_project(p)
+            first = choices[0][1] if choices else None
+            return (p, gr.update(choices=choices, value=first), gal, editor, radio, legend,
+                    explore.on_project(p), models, None, None)
+
+        project_outputs = [ui.project, image_dd, x["gallery"], x["editor"], x["point_class"], x["legend"],
+                           x["visible"], x["versions"], x["seg"], x["overlay"]]
+        project_dd.change(open_project, [project_dd], project_outputs).then(
+            x["refresh_models"], [ui.project], [x["versions"], x["base"], x["promote_v"]])
+        refresh.click(list_projects, None, [project_dd, x["budget"]]).then(
+            open_project, [project_dd], project_outputs)
+
+        ui.image.change(explore.on_image, [ui.image], [x["att_src"]], show_progress="hidden")
+
+        def auto_segment(enabled: bool, img: Any, project: Any, tta: bool, alpha: float, shown: Any,
+                         request: gr.Request) -> Any:
+            """Re-segment after a save when the annotator asked for it (checkbox on the Annotate tab)."""
+            if not enabled:
+                return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return x["segment_fn"](img, project, tta, alpha, shown, request)
+
+        seg_inputs, seg_outputs = x["seg_io"]
+        x["save_event"].success(auto_segment, [x["auto_seg"], *seg_inputs], seg_outputs)
+    demo.queue(default_concurrency_limit=4)
+    return demo
+
+
+def mount_ui(app: FastAPI, settings: Settings) -> FastAPI:
+    """Serve the UI at ``/ui``. With API tokens configured the UI asks for a login whose password is an
+    admin token (the UI edits, so read-only tokens cannot log in) and then calls the API with that role."""
+    auth = None
+    if settings.auth_enabled:
+        tokens = set(settings.admin_tokens)
+
+        def auth(_user: str, password: str) -> bool:
+            return password in tokens
+    return gr.mount_gradio_app(app, build_ui(settings), path=UI_PATH, auth=auth, show_error=True, css=CSS,
+                               footer_links=["settings"], ssr_mode=False, mcp_server=False)

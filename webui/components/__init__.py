@@ -1,0 +1,1 @@
+"""Panels of the web UI, one module per area: annotate, explore (segment/uncertainty/attention), learn."""

@@ -1,0 +1,219 @@
+"""Annotate tab: upload and browse images, brush scribbles per class, click points, save revisions.
+
+Brush strokes are drawn in Gradio's ImageEditor on one "labels" layer whose brush colours are fixed to
+the class palette; the saved label is that layer snapped to the nearest class colour (anti-aliased edges
+and blends never become a wrong class), plus the pending clicks burnt in as small disks. A save is one
+``PUT /images/{id}/annotation/png`` with ``If-Match``, so a concurrent edit is reported, never overwritten.
+"""
+
+import io
+import os
+from typing import Any
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from ..client import StudioClient
+from ..imaging import (
+    UNLABELED,
+    class_overlay,
+    decode_class_map,
+    decode_rgb,
+    editor_label,
+    encode_label_png,
+    label_to_layer,
+    legend_html,
+    mark_points,
+    paint_points,
+    palette,
+)
+from .common import Shared, need_image, need_project, ui_errors
+
+HELP = """**Brush:** pick a class colour in the editor's brush menu (the colours are the classes in the legend), set
+the size with the brush's slider, draw. **Eraser** removes label. **Undo / redo** are the editor's arrows (its
+history lasts until you save or switch image). **Points:** choose a class and radius below, click on the
+*Points* image; *Undo last point* removes the newest. **Save** writes a new revision of the label
+(strokes + points); if someone else saved meanwhile you get a conflict message and nothing is overwritten."""
+
+
+def _image_label(img: dict[str, Any]) -> str:
+    rev = img.get("annotation_revision")
+    state = f"labeled (rev {rev})" if rev else "unlabeled"
+    return f"#{img['id']} {img['filename']} · {img['width']}x{img['height']} · {state}"
+
+
+def image_choices(client: StudioClient, project_id: int) -> tuple[list[tuple[str, int]], list[tuple[Any, str]]]:
+    """Dropdown choices and gallery items (thumbnail, caption) of a project's images."""
+    items = client.images(project_id)
+    choices = [(_image_label(i), i["id"]) for i in items]
+    gallery = []
+    for i in items[:200]:
+        thumb = Image.open(io.BytesIO(client.thumbnail(i["id"], 160)))
+        thumb.load()
+        mark = "✓ labeled" if i.get("annotation_revision") else "○ unlabeled"
+        gallery.append((thumb, f"#{i['id']} {i['filename']} — {mark}"))
+    return choices, gallery
+
+
+def editor_value(rgb: np.ndarray, label: np.ndarray | None, colors: list[tuple[int, int, int]]) -> dict[str, Any]:
+    layer = label_to_layer(label if label is not None else np.full(rgb.shape[:2], UNLABELED, np.uint8), colors)
+    return {"background": rgb, "layers": [layer], "composite": None}
+
+
+def points_view(img: dict[str, Any], project: dict[str, Any], points: list[dict[str, Any]]) -> np.ndarray:
+    colors = palette(project["classes"])
+    base = class_overlay(img["rgb"], img["label"], colors, 0.5) if img.get("label") is not None else img["rgb"]
+    return mark_points(base, points, colors)
+
+
+def load_image(client: StudioClient, project: dict[str, Any], image_id: int) -> dict[str, Any]:
+    """Image state: full-resolution RGB as the model sees it, the current label and its ETag."""
+    meta = client.image(image_id)
+    rgb = decode_rgb(client.image_file(image_id))
+    ann = client.annotation(image_id)
+    label = decode_class_map(client.annotation_png(image_id)) if ann else None
+    return {"id": image_id, "filename": meta["filename"], "width": meta["width"], "height": meta["height"],
+            "rgb": rgb, "label": label, "etag": ann["etag"] if ann else None,
+            "revision": ann["revision"] if ann else None}
+
+
+def revision_md(img: dict[str, Any]) -> str:
+    rev = f"revision {img['revision']}" if img.get("revision") else "no labels yet"
+    return f"**{img['filename']}** (#{img['id']}, {img['width']}x{img['height']} px) — {rev}"
+
+
+def build(ui: Shared) -> None:
+    """The Annotate tab; registers ``editor`` etc. in ``ui.extra`` for the other panels."""
+    with gr.Tab("Annotate", id="tab-annotate"):
+        with gr.Row():
+            with gr.Column(scale=1, min_width=280):
+                files = gr.File(label="Upload images (PNG / JPEG / TIFF, one or many)", file_count="multiple",
+                                file_types=["image", ".tif", ".tiff"], elem_id="upload-files")
+                upload_btn = gr.Button("Upload", elem_id="upload-btn")
+                gallery = gr.Gallery(label="Images (click to open)", columns=3, height=360, allow_preview=False,
+                                     elem_id="image-gallery")
+                legend = gr.HTML(elem_id="class-legend")
+            with gr.Column(scale=3):
+                info = gr.Markdown("Pick an image.", elem_id="image-info")
+                editor = gr.ImageEditor(
+                    label="Scribbles (brush per class, eraser, undo/redo)", type="numpy", image_mode="RGBA",
+                    sources=(), transforms=(), format="png", layers=gr.LayerOptions(
+                        allow_additional_layers=False, layers=["labels"]),
+                    brush=gr.Brush(colors=["#ff0000"], color_mode="fixed", default_size=6), eraser=gr.Eraser(),
+                    fixed_canvas=False, height=620, elem_id="editor", buttons=["fullscreen"])
+                with gr.Row():
+                    save_btn = gr.Button("Save labels", variant="primary", elem_id="save-btn")
+                    reload_btn = gr.Button("Reload labels", elem_id="reload-btn")
+                    auto_seg = gr.Checkbox(label="Segment after each save", value=True, elem_id="auto-segment")
+                save_info = gr.Markdown(elem_id="save-info")
+                with gr.Accordion("Points (click to place)", open=True):
+                    with gr.Row():
+                        point_class = gr.Radio(label="Point class", choices=[], elem_id="point-class")
+                        point_radius = gr.Slider(0, 32, value=3, step=1, label="Point radius (px)")
+                        undo_point = gr.Button("Undo last point", elem_id="undo-point")
+                    points_img = gr.Image(label="Points: click to add a point of the chosen class", type="numpy",
+                                          interactive=False, elem_id="points-image", buttons=[])
+                gr.Markdown(HELP)
+        points = gr.State([])
+    ui.extra.update(editor=editor, gallery=gallery, legend=legend, auto_seg=auto_seg, point_class=point_class,
+                    points_img=points_img, info=info, points=points, save_btn=save_btn)
+
+    @ui_errors
+    def do_upload(paths: list[str] | None, project: dict[str, Any] | None, image: dict[str, Any] | None,
+                  request: gr.Request) -> tuple[Any, Any, str]:
+        project = need_project(project)
+        if not paths:
+            raise gr.Error("Choose one or more image files first.")
+        done, failed = [], []
+        with ui.client(request) as c:
+            for p in paths:
+                try:
+                    with open(p, "rb") as f:
+                        done.append(c.upload_image(project["id"], os.path.basename(p), f.read()))
+                except Exception as e:  # noqa: BLE001 - report each file, keep uploading the rest
+                    failed.append(f"{os.path.basename(p)}: {getattr(e, 'message', e)}")
+            choices, gal = image_choices(c, project["id"])
+        msg = f"Uploaded {len(done)} image(s)."
+        if failed:
+            msg += " Not uploaded: " + "; ".join(failed)
+        first = done[0]["id"] if done and not image else (image["id"] if image else None)
+        return gr.update(choices=choices, value=first), gal, msg
+
+    upload_btn.click(do_upload, [files, ui.project, ui.image], [ui.image_dd, gallery, ui.status])
+
+    @ui_errors
+    def pick_from_gallery(evt: gr.SelectData, project: dict[str, Any] | None, request: gr.Request) -> Any:
+        project = need_project(project)
+        with ui.client(request) as c:
+            ids = [i["id"] for i in c.images(project["id"])]
+        return gr.update(value=ids[evt.index]) if evt.index < len(ids) else gr.update()
+
+    gallery.select(pick_from_gallery, [ui.project], [ui.image_dd])
+
+    @ui_errors
+    def open_image(image_id: int | None, project: dict[str, Any] | None,
+                   request: gr.Request) -> tuple[Any, Any, Any, list[Any], str, str]:
+        if not image_id or not project:
+            return None, None, None, [], "Pick an image.", ""
+        with ui.client(request) as c:
+            img = load_image(c, project, int(image_id))
+        colors = palette(project["classes"])
+        return (img, editor_value(img["rgb"], img["label"], colors), points_view(img, project, []), [],
+                revision_md(img), "")
+
+    open_outputs = [ui.image, editor, points_img, points, info, save_info]
+    ui.image_dd.change(open_image, [ui.image_dd, ui.project], open_outputs)
+    reload_btn.click(open_image, [ui.image_dd, ui.project], open_outputs)
+
+    @ui_errors
+    def add_point(evt: gr.SelectData, img: dict[str, Any] | None, project: dict[str, Any] | None,
+                  cls: int | None, radius: float, pts: list[dict[str, Any]]) -> tuple[Any, list[Any], str]:
+        img, project = need_image(img), need_project(project)
+        if cls is None:
+            raise gr.Error("Choose the point's class first.")
+        x, y = int(evt.index[0]), int(evt.index[1])
+        pts = [*pts, {"x": x, "y": y, "class_id": int(cls), "radius": int(radius)}]
+        name = project["classes"][int(cls)]["name"]
+        msg = f"{len(pts)} point(s) pending (last: {name} at {x}, {y}); Save to keep them."
+        return points_view(img, project, pts), pts, msg
+
+    points_img.select(add_point, [ui.image, ui.project, point_class, point_radius, points],
+                      [points_img, points, save_info])
+
+    @ui_errors
+    def pop_point(img: dict[str, Any] | None, project: dict[str, Any] | None,
+                  pts: list[dict[str, Any]]) -> tuple[Any, list[Any], str]:
+        img, project = need_image(img), need_project(project)
+        pts = pts[:-1]
+        return points_view(img, project, pts), pts, f"{len(pts)} point(s) pending."
+
+    undo_point.click(pop_point, [ui.image, ui.project, points], [points_img, points, save_info])
+
+    @ui_errors
+    def save(value: dict[str, Any] | None, img: dict[str, Any] | None, project: dict[str, Any] | None,
+             pts: list[dict[str, Any]], request: gr.Request) -> tuple[Any, ...]:
+        img, project = need_image(img), need_project(project)
+        colors = palette(project["classes"])
+        label = paint_points(editor_label(value, (img["height"], img["width"]), colors), pts)
+        with ui.client(request) as c:
+            saved = c.save_label_png(img["id"], encode_label_png(label), img.get("etag"))
+            choices, gal = image_choices(c, project["id"])
+        img = {**img, "label": label, "etag": saved["etag"], "revision": saved["revision"]}
+        counts = ", ".join(f"{k}: {v}" for k, v in saved["class_counts"].items() if v) or "nothing labelled"
+        msg = f"Saved revision {saved['revision']} ({saved['labeled_pixels']:,} labelled pixels — {counts})."
+        return (img, editor_value(img["rgb"], label, colors), points_view(img, project, []), [], revision_md(img),
+                msg, gr.update(choices=choices, value=img["id"]), gal)
+
+    ui.extra["save_event"] = save_btn.click(
+        save, [editor, ui.image, ui.project, points],
+        [ui.image, editor, points_img, points, info, save_info, ui.image_dd, gallery])
+
+
+def on_project(project: dict[str, Any]) -> tuple[Any, Any, str]:
+    """Updates of the Annotate tab when the project changes: brush palette, point classes, legend."""
+    colors = [c["color"] for c in project["classes"]]
+    brush = gr.ImageEditor(brush=gr.Brush(colors=colors, color_mode="fixed", default_color=colors[0],
+                                          default_size=6), value=None)
+    radio = gr.update(choices=[(f"{c['id']}: {c['name']}", c["id"]) for c in project["classes"]], value=0)
+    return brush, radio, legend_html(project["classes"])
