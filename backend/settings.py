@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     prediction_cache: bool = True
     log_level: str = "INFO"
     log_json: bool = True
+    # Web UI (Gradio) mounted at /ui in the API process; off for API-only deployments.
+    ui_enabled: bool = True
+    # Where the UI sends its API calls; default: the server socket the browser reached (same process).
+    ui_api_url: str | None = None
 
     # ---- fine-tune worker (Celery) ------------------------------------------------------------
     # Which queue the API sends jobs to, and which queues a worker consumes: one queue per resource,
