@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 import pytest
+from pydantic import AliasChoices
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
@@ -30,6 +31,7 @@ def env_names(name: str, field: FieldInfo) -> list[str]:
         return [f"{Settings.model_config['env_prefix']}{name}".upper()]
     if isinstance(alias, str):
         return [alias.upper()]
+    assert isinstance(alias, AliasChoices), f"{name}: unexpected alias {alias!r}"
     return [str(c).upper() for c in alias.choices]
 
 
