@@ -29,8 +29,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     GRADIO_ANALYTICS_ENABLED=False \
     SASFORMER_HOME=/data \
     SASFORMER_HOST=0.0.0.0 \
-    SASFORMER_PORT=8000 \
-    SASFORMER_VARIANT=${VARIANT}
+    SASFORMER_PORT=8000
+LABEL org.opencontainers.image.title="SASFormer Studio" io.sasformer.torch-variant="${VARIANT}"
 
 # libgomp: OpenMP runtime of the torch CPU wheels; tini: PID 1 that reaps children and forwards signals
 # (a Celery prefork pool and uvicorn both need SIGTERM delivered for a graceful stop).

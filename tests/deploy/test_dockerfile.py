@@ -83,6 +83,13 @@ def test_environment() -> None:
     assert pairs["GRADIO_ANALYTICS_ENABLED"] == "False"
     home = pairs["SASFORMER_HOME"]
     assert any(home in v for v in args_of("VOLUME")), "SASFORMER_HOME must be a volume"
+    from backend.settings import Settings
+
+    from .test_settings_table import env_names
+
+    settings_env = {e for n, f in Settings.model_fields.items() for e in env_names(n, f)}
+    unknown = sorted(k for k in pairs if k.startswith("SASFORMER_") and k not in settings_env)
+    assert not unknown, f"ENV names that are no setting: {unknown}"
 
 
 def variant_script() -> str:
