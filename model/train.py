@@ -42,10 +42,13 @@ CHECKPOINT = "checkpoint.pt"
 
 @dataclass
 class Callbacks:
-    """Hooks for the worker: progress events (dicts, also written to metrics.jsonl) and a stop flag."""
+    """Hooks for the worker: progress events (dicts, also written to metrics.jsonl), a stop flag, and
+    exceptions that mean "stop now" like Ctrl-C does (e.g. Celery's SoftTimeLimitExceeded), so a
+    job hitting its time limit still leaves a checkpoint and a bundle."""
 
     on_progress: Callable[[dict[str, Any]], None] | None = None
     should_stop: Callable[[], bool] | None = None
+    interrupt_on: tuple[type[BaseException], ...] = ()
 
 
 @dataclass
@@ -386,7 +389,7 @@ def train(
             if cfg.time_budget_s is not None and time.perf_counter() - t0 >= cfg.time_budget_s:
                 status = "time_budget"
                 break
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, *callbacks.interrupt_on):  # type: ignore[misc]
         status = "interrupted"
     finally:
         bar.close()

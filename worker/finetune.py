@@ -385,9 +385,12 @@ def _run(job_id: int, settings: Settings, sessions: sessionmaker[Session], jobdi
     reporter.message(f"attempt {attempt}: resuming from step {resumed_from}" if do_resume else
                      f"training from {start} on {len(train_split)} images")
     try:
-        result: TrainResult = train(cfg, train_split, val_split,
-                                    Callbacks(on_progress=reporter.on_progress, should_stop=reporter.should_stop),
-                                    resume=do_resume, progress_bar=False)
+        from celery.exceptions import SoftTimeLimitExceeded
+
+        # the soft time limit ends training like Ctrl-C: a final checkpoint and bundle are still written
+        callbacks = Callbacks(on_progress=reporter.on_progress, should_stop=reporter.should_stop,
+                              interrupt_on=(SoftTimeLimitExceeded,))
+        result: TrainResult = train(cfg, train_split, val_split, callbacks, resume=do_resume, progress_bar=False)
     except TrainingError as e:
         raise JobError(str(e)) from e
 

@@ -119,3 +119,21 @@ def test_ddp_with_torchrun_on_cpu(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                     "29533", str(script)], check=True, env=env, timeout=300)
     assert (tmp_path / "ddp" / "last" / "bundle.json").is_file()
+
+
+def test_interrupting_exception_still_saves_checkpoint_and_bundle(tmp_path: Path) -> None:
+    class TimeLimit(Exception):
+        pass
+
+    calls = []
+
+    def stop_hard() -> bool:
+        calls.append(1)
+        if len(calls) == 2:
+            raise TimeLimit
+        return False
+
+    r = train(_cfg(tmp_path), toy_split(4), callbacks=Callbacks(should_stop=stop_hard, interrupt_on=(TimeLimit,)),
+              progress_bar=False)
+    assert r.status == "interrupted" and r.steps_done == 2
+    assert (tmp_path / "run" / "checkpoint.pt").is_file() and (tmp_path / "run" / "last" / "bundle.json").is_file()
