@@ -55,24 +55,38 @@ def versions_table(models: list[dict[str, Any]]) -> pd.DataFrame:
         metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in m["metrics"].items()
                             if not isinstance(v, dict | list))
         source = m["provenance"].get("source") or m["provenance"].get("kind") or ""
-        rows.append({"version": m["version"], "active": "●" if m["active"] else "", "from": m["parent_version"],
-                     "job": m["job_id"], "source": source, "metrics": metrics, "created": m["created_at"][:19]})
+        parent = f"v{m['parent_version']}" if m["parent_version"] else ""
+        rows.append({"version": m["version"], "active": "●" if m["active"] else "", "from": parent,
+                     "job": str(m["job_id"] or ""), "source": source, "metrics": metrics,
+                     "created": m["created_at"][:19]})
     return pd.DataFrame(rows, columns=["version", "active", "from", "job", "source", "metrics", "created"])
 
 
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else ("–" if v is None else str(v))
+
+
 def compare_md(models: list[dict[str, Any]], job: dict[str, Any] | None) -> str:
-    """The finished job's new version beside its base version (metrics side by side)."""
+    """The finished job's new version beside the old one. Prefers the worker's own comparison on the
+    held-out labels (``job.result``: both models on the same pixels); else the versions' stored metrics."""
     if not job or job["state"] != "succeeded" or not job.get("result_version"):
         return ""
     by = {m["version"]: m for m in models}
-    new, old = by.get(job["result_version"]), by.get(job.get("base_version") or -1)
+    new = by.get(job["result_version"])
     if new is None:
         return ""
-    keys = sorted({k for m in (new, old) if m for k, v in m["metrics"].items() if isinstance(v, int | float)})
-    head = f"| metric | v{old['version'] if old else '?'} (base) | v{new['version']} (new) |\n|---|---|---|\n"
-    lines = [f"| {k} | {(old or {}).get('metrics', {}).get(k, '–')} | {new['metrics'].get(k, '–')} |" for k in keys]
+    res = job.get("result") or {}
+    if res.get("candidate") or res.get("active"):
+        old_v, old_m, new_m = res.get("compared_with"), res.get("active") or {}, res.get("candidate") or {}
+    else:
+        old = by.get(job.get("base_version") or -1)
+        old_v, old_m, new_m = (old or {}).get("version"), (old or {}).get("metrics", {}), new["metrics"]
+    keys = sorted({k for m in (old_m, new_m) for k, v in m.items() if isinstance(v, int | float)})
+    head = f"| metric | v{old_v if old_v else '?'} (old) | v{new['version']} (new) |\n|---|---|---|\n"
+    lines = [f"| {k} | {_fmt(old_m.get(k))} | {_fmt(new_m.get(k))} |" for k in keys]
     act = "active" if new["active"] else "not active (promote it below if it is better)"
-    return f"**Job {job['id']} produced v{new['version']}**, now {act}.\n\n" + head + "\n".join(lines)
+    why = f" {res['reason']}" if res.get("reason") else ""
+    return f"**Job {job['id']} produced v{new['version']}**, now {act}.{why}\n\n" + head + "\n".join(lines)
 
 
 def build(ui: Shared) -> None:

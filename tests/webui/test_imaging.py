@@ -1,0 +1,71 @@
+"""The UI's pixel conversions and parsing, without a browser: palette snapping, layers, points, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from webui.app import parse_classes
+from webui.client import ApiError
+from webui.components.learn import compare_md, curve_rows
+from webui.imaging import UNLABELED, editor_label, label_to_layer, paint_points, snap_to_classes
+
+COLORS = [(0, 0, 255), (255, 0, 0), (0, 200, 0)]
+
+
+def test_antialiased_edges_snap_to_the_nearest_class_and_faint_pixels_stay_unlabeled() -> None:
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[0, 0] = (250, 10, 5, 255)  # nearly red
+    rgba[0, 1] = (128, 0, 128, 200)  # red/blue blend, closer to neither exactly: nearest wins (a class, never new)
+    rgba[0, 2] = (0, 190, 10, 129)  # green edge at just over half opacity
+    rgba[0, 3] = (255, 0, 0, 100)  # faint antialiasing fringe
+    label = snap_to_classes(rgba, COLORS)
+    assert label[0, 0] == 1 and label[0, 1] in (0, 1) and label[0, 2] == 2 and label[0, 3] == UNLABELED
+    assert set(np.unique(label)) <= {0, 1, 2, UNLABELED}
+
+
+def test_label_round_trips_through_an_editor_layer_and_later_layers_win() -> None:
+    label = np.full((5, 6), UNLABELED, np.uint8)
+    label[1, 1:4], label[3, 2] = 2, 0
+    layer = label_to_layer(label, COLORS)
+    assert np.array_equal(editor_label({"layers": [layer]}, (5, 6), COLORS), label)
+    over = np.zeros_like(layer)
+    over[1, 1] = (255, 0, 0, 255)
+    out = editor_label({"layers": [layer, over]}, (5, 6), COLORS)
+    assert out[1, 1] == 1 and out[1, 2] == 2
+
+
+def test_a_scaled_canvas_layer_is_resized_without_inventing_colours() -> None:
+    small = label_to_layer(np.array([[0, 1], [UNLABELED, 2]], np.uint8), COLORS)
+    out = editor_label({"layers": [small]}, (4, 4), COLORS)
+    assert out[0, 0] == 0 and out[0, 3] == 1 and out[3, 0] == UNLABELED and out[3, 3] == 2
+
+
+def test_points_are_burnt_in_as_disks() -> None:
+    out = paint_points(np.full((9, 9), UNLABELED, np.uint8), [{"x": 4, "y": 4, "class_id": 1, "radius": 2}])
+    assert out[4, 4] == 1 and out[4, 6] == 1 and out[4, 7] == UNLABELED and (out == 1).sum() == 13
+
+
+def test_parse_classes() -> None:
+    assert parse_classes("background #000000\nleft ventricle #FF0000\n\nmyo") == [
+        {"name": "background", "color": "#000000"}, {"name": "left ventricle", "color": "#ff0000"}, {"name": "myo"}]
+    with pytest.raises(Exception, match="at least one class"):
+        parse_classes("  \n")
+
+
+def test_api_errors_read_as_sentences() -> None:
+    e = ApiError(422, [{"loc": ["body", "classes", 0, "name"], "msg": "invalid name"}], "invalid")
+    assert e.message == "classes.0.name: invalid name (HTTP 422)"
+    assert ApiError(409, "duplicate", "conflict").message == "duplicate (HTTP 409)"
+
+
+def test_job_curve_and_comparison() -> None:
+    job = {"id": 3, "state": "succeeded", "result_version": 2, "base_version": 1, "params": {"steps": 5},
+           "progress": {"step": 5, "loss": {"pce": 0.25}, "metric": {"miou": 0.4}}}
+    assert curve_rows(job) == [{"step": 5, "value": 0.25, "series": "loss pce"},
+                               {"step": 5, "value": 0.4, "series": "val miou"}]
+    models = [{"version": 1, "active": False, "metrics": {"miou": 0.1}},
+              {"version": 2, "active": True, "metrics": {"miou": 0.4}}]
+    md = compare_md(models, job)
+    assert "| miou | 0.1000 | 0.4000 |" in md and "now active" in md
+    assert compare_md(models, {**job, "state": "cancelled"}) == ""
