@@ -132,17 +132,18 @@ class Topology:
 
         self._wait("API not healthy", healthy, self.api, "api", timeout)
 
-    def start_worker(self, node: str, timeout: float = 120) -> subprocess.Popen[bytes]:
-        """The compose worker command; with its own hostname when UTS namespaces are available (root)."""
-        cmd = WORKER_CMD
-        if self.isolated:
-            cmd = ["unshare", "--uts", "sh", "-c", f'hostname {node} && exec "$@"', "sh", *WORKER_CMD]
-        else:
-            cmd = [*WORKER_CMD, "-n", f"celery@{node}"]
-        proc = self._spawn(node, cmd)
-        self.workers[node] = proc
-        self._wait(f"worker {node} not ready", lambda: " ready." in self.log(node), proc, node, timeout)
-        return proc
+    def start_workers(self, nodes: tuple[str, ...], timeout: float = 120) -> None:
+        """The compose worker command, one per node, started together (like ``--scale worker=2``); each with
+        its own hostname when UTS namespaces are available (root)."""
+        for node in nodes:
+            if self.isolated:
+                cmd = ["unshare", "--uts", "sh", "-c", f'hostname {node} && exec "$@"', "sh", *WORKER_CMD]
+            else:
+                cmd = [*WORKER_CMD, "-n", f"celery@{node}"]
+            self.workers[node] = self._spawn(node, cmd)
+        for node in nodes:
+            self._wait(f"worker {node} not ready", lambda n=node: " ready." in self.log(n),  # type: ignore[misc]
+                       self.workers[node], node, timeout)
 
     def kill(self, node: str) -> None:
         """SIGKILL the worker's whole process group: main process and the pool child running the job."""
@@ -244,8 +245,7 @@ def topo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
     t = Topology(tmp_path_factory.mktemp("sasformer-home"), f"{base}/{dbname}")
     try:
         t.start_api()  # first, like compose's depends_on: the API migrates the empty database
-        for node in NODES:
-            t.start_worker(node)
+        t.start_workers(NODES)
         yield t
     finally:
         t.close()
