@@ -169,6 +169,8 @@ def test_points_conflict_errors_export(server: Server, driver: WebDriver, artifa
         if "thing" in lab.text:
             lab.click()
     scroll_to(driver, "points-image")
+    wait(driver, lambda: image_src(driver, "points-image"), 60, "the points image")
+    wait_idle(driver)
     click_image(driver, "points-image", (W, H), (160, 120))
     wait(driver, lambda: "1 point(s) pending" in text_of(driver, "save-info"), 30, "the first point")
     click_image(driver, "points-image", (W, H), (20, 20))
