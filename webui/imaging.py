@@ -35,8 +35,9 @@ def palette(classes: list[dict[str, Any]]) -> list[tuple[int, int, int]]:
 
 def decode_rgb(data: bytes) -> np.ndarray:
     """Stored image bytes -> 8-bit RGB at full resolution, as the model sees it (gray, 16-bit, RGBA)."""
-    with Image.open(io.BytesIO(data)) as im:
-        im.load()
+    with Image.open(io.BytesIO(data)) as opened:
+        opened.load()
+        im: Image.Image = opened
         if im.mode in ("P", "PA", "1", "LA", "CMYK", "YCbCr"):
             im = im.convert("RGB")
         return to_rgb_array(np.asarray(im))
