@@ -445,11 +445,17 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     panels = sorted({(r["dataset"], r["labels"], r["session"]) for r in rows})
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    ncols = 2
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes2d = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.9 * nrows), squeeze=False)
+    axes = [list(axes2d.ravel())]
+    for ax in axes[0][len(panels):]:
+        ax.set_visible(False)
     styles = {"SASFormer scratch": ("tab:gray", "o-"), "SASFormer warm": ("tab:blue", "s-")}
-    for ax, (d, lab, sess) in zip(axes[0], panels, strict=True):
+    for ax, (d, lab, sess) in zip(axes[0][: len(panels)], panels, strict=True):
         sub = [r for r in rows if (r["dataset"], r["labels"], r["session"]) == (d, lab, sess)]
         for method in dict.fromkeys(r["method"] for r in sub):
             pts = sorted((max(r["wall_s"], 0.1), r["miou"], r.get("budget_s")) for r in sub if r["method"] == method)
@@ -463,6 +469,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
                 for x, y, b in pts:
                     ax.annotate(f"{b:.0f}s", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("wall time, s (log)")
         ax.set_ylabel("mIoU vs dense masks")
         ax.set_title(f"{d} / {lab} / {sess}", fontsize=9)
@@ -569,7 +576,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip-budget", action="store_true", help="only the annotator loop")
     ap.add_argument("--skip-noc", action="store_true", help="only the budget sessions")
     ap.add_argument("--no-docs", action="store_true", help="do not touch docs/ (results JSON only)")
+    ap.add_argument("--from-json", type=Path, help="no benchmark: rewrite the plot and docs from a results.json")
     args = ap.parse_args(argv)
+    if args.from_json:
+        result = json.loads(args.from_json.read_text())
+        plot_path = REPO / "docs" / f"interactive_quality_{result['mode']}.png"
+        plot(result["rows"], plot_path, f"{result['mode']} mode, {result['date']}, 1 thread; SASFormer labels = budget")
+        write_docs(result, plot_path)
+        log(f"docs rewritten from {args.from_json}")
+        return
     mode = MODES["quick" if args.quick else "full"]
     if args.budgets:
         mode = replace(mode, budgets=tuple(args.budgets), scratch_budgets=tuple(args.budgets))
