@@ -474,9 +474,13 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
         ax.set_ylabel("mIoU vs dense masks")
         ax.set_title(f"{d} / {lab} / {sess}", fontsize=9)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="best")
+    handles: dict[str, Any] = {}
+    for ax in axes[0][: len(panels)]:  # one legend for all panels: not every panel has every method
+        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, h)
+    fig.legend(list(handles.values()), list(handles.keys()), loc="lower center", ncol=len(handles), fontsize=8)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -546,9 +550,14 @@ Everything runs with one thread (`OMP_NUM_THREADS=1`, `torch.set_num_threads(1)`
 ```
 .venv/bin/python bench/interactive.py --quick      # < 10 min: 2 label sets, budgets 10/30 s, NoC on MSCMR
 .venv/bin/python bench/interactive.py              # full: + CamVid points, 3 images, K=5/M=10, 10/30/60/120 s,
-                                                   #   NoC on both datasets, 20-min warm-start pretraining (hours)
+                                                   #   NoC on both datasets (15 rounds of 10 s), 20-min
+                                                   #   warm-start pretraining: ~2.5-3 h estimated on 2 cores
 ```
-Options: `--budgets 10 30 60 120`, `--warm-source {auto,experiment,self}`, `--warm-pretrain-s`, `--no-docs`.
+Options: `--budgets 10 30 60 120`, `--warm-source {auto,experiment,self}`, `--warm-pretrain-s`, `--lr-warm`,
+`--no-docs`, `--from-json runs/bench_interactive/<mode>/results.json` (rewrite plot and tables only).
+Warm start (`auto`): the background experiment's bundle (`runs/mscmr_sasformer_s*/best`, `runs/mscmr_pce_s*/best`,
+`runs/camvid_scribbles_*/best`, copied first), else a short self-made pretraining cached in
+`runs/bench_interactive/warm/` (quick: 30 s on 64 train images; full: 20 min on the whole train split).
 """
 
 
