@@ -219,7 +219,7 @@ def warm_bundle(ds: DatasetSpec, args: argparse.Namespace, mode: Mode) -> tuple[
     """
     warm_dir = OUT_ROOT / "warm"
     if args.warm_source in ("auto", "experiment"):
-        found = sorted(p for pat in ds.experiment_bundles for p in glob.glob(str(REPO / pat)))
+        found = [p for pat in ds.experiment_bundles for p in sorted(glob.glob(str(REPO / pat)))]  # pattern order
         found = [p for p in found if (Path(p) / "bundle.json").is_file()]
         if found:
             src = Path(found[0])
@@ -585,6 +585,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip-budget", action="store_true", help="only the annotator loop")
     ap.add_argument("--skip-noc", action="store_true", help="only the budget sessions")
     ap.add_argument("--no-docs", action="store_true", help="do not touch docs/ (results JSON only)")
+    ap.add_argument("--labelsets", nargs="+", metavar="DATA:KIND",
+                    help="subset of the mode's label sets, e.g. mscmr:scribbles camvid:points")
+    ap.add_argument("--per-image", type=int, help="images of the per-image session (quick 1, full 3)")
+    ap.add_argument("--noc-datasets", nargs="+", choices=("mscmr", "camvid"), help="datasets of the annotator loop")
     ap.add_argument("--from-json", type=Path, help="no benchmark: rewrite the plot and docs from a results.json")
     args = ap.parse_args(argv)
     if args.from_json:
@@ -597,6 +601,17 @@ def main(argv: list[str] | None = None) -> None:
     mode = MODES["quick" if args.quick else "full"]
     if args.budgets:
         mode = replace(mode, budgets=tuple(args.budgets), scratch_budgets=tuple(args.budgets))
+    if args.labelsets:
+        wanted = [tuple(x.split(":", 1)) for x in args.labelsets]
+        bad = [w for w in wanted
+               if len(w) != 2 or w[0] not in ("mscmr", "camvid") or w[1] not in ("scribbles", "points")]
+        if bad:
+            raise SystemExit(f"--labelsets: expected mscmr|camvid:scribbles|points, got {bad}")
+        mode = replace(mode, labelsets=tuple(wanted))  # type: ignore[arg-type]
+    if args.per_image:
+        mode = replace(mode, per_image=args.per_image)
+    if args.noc_datasets:
+        mode = replace(mode, noc_datasets=tuple(args.noc_datasets))
     if args.noc_rounds is not None:
         mode = replace(mode, noc_rounds=args.noc_rounds)
     if args.noc_round_s is not None:
@@ -646,7 +661,9 @@ def main(argv: list[str] | None = None) -> None:
               "images": "; ".join(images), "warm": {k: v[1] for k, v in warm.items()}, "rows": rows, "noc": noc,
               "targets": args.targets, "noc_rounds": mode.noc_rounds, "noc_round_s": mode.noc_round_s,
               "budgets": list(mode.budgets)}
-    (out / "results.json").write_text(json.dumps(result, indent=1, default=float))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for name in ("results.json", f"results_{stamp}.json"):  # latest + one per run (a later run cannot erase it)
+        (out / name).write_text(json.dumps(result, indent=1, default=float))
     log(f"results: {out / 'results.json'} ({result['total_s'] / 60:.1f} min)")
     print(budget_table(rows))
     print(noc_table(noc, args.targets, mode.noc_rounds))
