@@ -52,7 +52,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, cast  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -75,7 +75,7 @@ from bench.interactive_lib import (  # noqa: E402
 )
 from model import LossConfig, Predictor, load_bundle  # noqa: E402
 from model.data import DatasetSplit, Sample, load_dataset  # noqa: E402
-from model.data.simulate import sample_seed, simulate_dataset  # noqa: E402
+from model.data.simulate import SimulationKind, sample_seed, simulate_dataset  # noqa: E402
 from model.train import Callbacks, TrainConfig, train  # noqa: E402
 
 OUT_ROOT = REPO / "runs" / "bench_interactive"
@@ -162,8 +162,10 @@ def pick_images(data: DatasetSplit, n: int, exclude: tuple[int, ...], offset: in
 
 def with_sparse(samples: list[Sample], kind: str, seed: int) -> list[Sample]:
     """The sessions' sparse labels, simulated from the dense masks with the project's simulator."""
+    if kind not in ("scribbles", "points"):
+        raise ValueError(f"kind must be scribbles or points, got {kind!r}")
     params: dict[str, Any] = {"k": 1} if kind == "points" else {}
-    out = simulate_dataset(samples, kind, seed=seed, **params)
+    out = simulate_dataset(samples, cast(SimulationKind, kind), seed=seed, **params)
     assert isinstance(out, list)
     return out
 
@@ -607,7 +609,7 @@ def main(argv: list[str] | None = None) -> None:
                if len(w) != 2 or w[0] not in ("mscmr", "camvid") or w[1] not in ("scribbles", "points")]
         if bad:
             raise SystemExit(f"--labelsets: expected mscmr|camvid:scribbles|points, got {bad}")
-        mode = replace(mode, labelsets=tuple(wanted))  # type: ignore[arg-type]
+        mode = replace(mode, labelsets=tuple(wanted))
     if args.per_image:
         mode = replace(mode, per_image=args.per_image)
     if args.noc_datasets:
