@@ -82,6 +82,10 @@ def migrate(engine: Engine) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # API and workers may start together on an empty database: one migrates, the others wait
+            # for its transaction (the lock is released at commit) and then find nothing to do.
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(724201)")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 

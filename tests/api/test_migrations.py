@@ -30,3 +30,44 @@ def test_sqlite_uses_wal(client: TestClient) -> None:
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_concurrent_migrations_on_postgresql(tmp_path) -> None:  # noqa: ANN001
+    """API and workers starting together on an empty database: every migrate succeeds, tables exist once."""
+    import threading
+    import uuid
+
+    from sqlalchemy import text
+
+    from backend.db import make_engine
+    from backend.settings import Settings
+
+    schema = f"mig_{uuid.uuid4().hex[:10]}"
+    from .conftest import PG_URL
+
+    settings = Settings(home=tmp_path, database_url=PG_URL, database_schema=schema)
+    try:
+        engines = [make_engine(settings) for _ in range(3)]
+    except Exception as e:  # noqa: BLE001 - no server: the PostgreSQL suite is skipped likewise
+        pytest.skip(f"PostgreSQL not reachable: {e}")
+    errors: list[BaseException] = []
+
+    def run(engine) -> None:  # noqa: ANN001
+        try:
+            migrate(engine)
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(e,)) for e in engines]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert errors == []
+        assert "jobs" in inspect(engines[0]).get_table_names()
+    finally:
+        with engines[0].begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        for e in engines:
+            e.dispose()
