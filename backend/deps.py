@@ -16,6 +16,7 @@ from fastapi import Depends, Header, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from .db import session_scope
 from .errors import ErrorCode, ServiceError, not_found
 from .orm import Image, Project
 from .services.annotations import AnnotationService
@@ -44,15 +45,9 @@ def get_ctx(request: Request) -> AppContext:
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    session = get_ctx(request).sessions()
-    try:
+    """One request = one unit of work (``session_scope``): committed if the route returns, else rolled back."""
+    with session_scope(get_ctx(request).sessions) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 CtxDep = Annotated[AppContext, Depends(get_ctx)]
