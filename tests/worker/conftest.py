@@ -199,7 +199,8 @@ class WorkerEnv:
                 raise AssertionError(f"job {job_id} ended {j['state']} ({j['error']}) before the condition:\n"
                                      f"{self.worker_log()}")
             time.sleep(0.1)
-        raise TimeoutError(f"job {job_id} still {self.job(job_id)} after {timeout} s:\n{self.worker_log()}")
+        raise TimeoutError(f"job {job_id} still {self.job(job_id)} after {timeout} s:\n{self.broker_state()}\n"
+                           f"{self.worker_log()}")
 
     def wait_done(self, job_id: int, timeout: float = 120) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -208,7 +209,23 @@ class WorkerEnv:
             if j["state"] in TERMINAL:
                 return j
             time.sleep(0.1)
-        raise TimeoutError(f"job {job_id} still {self.job(job_id)['state']} after {timeout} s:\n{self.worker_log()}")
+        raise TimeoutError(f"job {job_id} still {self.job(job_id)['state']} after {timeout} s:\n"
+                           f"{self.broker_state()}\n{self.worker_log()}")
+
+    def broker_state(self) -> str:
+        """What the broker holds (Redis: this run's keys with list lengths), to tell an unpublished job from
+        an undelivered one when a wait times out."""
+        if self.broker != "redis":
+            return "broker: filesystem"
+        import redis
+
+        r = redis.Redis.from_url(REDIS_URL)
+        rows = []
+        for key in sorted(r.scan_iter(match=f"{self.prefix}*", count=1000)):
+            kind = r.type(key).decode()
+            size = {"list": r.llen, "zset": r.zcard, "hash": r.hlen, "set": r.scard}.get(kind)
+            rows.append(f"  {key.decode()} ({kind}{'' if size is None else f', {size(key)}'})")
+        return "redis keys:\n" + ("\n".join(rows) or "  (none)")
 
     def job_worker(self, job_id: int) -> str:
         """``host:pid`` of the process running the job (the pool child), from the jobs table."""
