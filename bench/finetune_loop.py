@@ -3,8 +3,9 @@
 One MSCMR validation slice (cardiac MRI, 288x288) gets *simulated* scribbles
 (``model.data.simulate_scribbles``, seed 0, the default recipe: a skeleton scribble per region; the
 val split has dense masks but no human scribbles) saved through ``PUT /images/{id}/annotation/png``.
-For each step budget, a fresh project (random-init MiT-b0, version 1) is fine-tuned with the
-interactive defaults and we measure:
+For each step budget, a fresh project is fine-tuned with the interactive defaults. Its version 1 is
+random-init MiT-b0, or with ``--base`` a model trained offline (a bundle of ``sasformer train``, e.g.
+on MSCMR train's real scribbles), given to the server as a ``pretrained`` file; we measure:
 
 * time from ``POST /projects/{id}/jobs`` to the first progress event (``GET /jobs/{id}`` shows a step)
   and to the promoted version (state ``succeeded`` with ``result.promoted``);
@@ -12,7 +13,7 @@ interactive defaults and we measure:
   dense mask: mean Dice and mIoU over RV/Myo/LV (background excluded), on the annotated slice and on
   another slice of the same subject that has no labels at all.
 
-Usage: ``.venv/bin/python bench/finetune_loop.py [--steps 30,100,300] [--write]`` (``--write`` puts
+Usage: ``.venv/bin/python bench/finetune_loop.py [--steps 30,100,300] [--base runs/<run>/last] [--write]`` (``--write`` puts
 the table in docs/PERFORMANCE.md under "## Fine-tune loop"). Prints the table either way.
 """
 
@@ -71,8 +72,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--crop", type=int, default=256, help="crop_size of the job (the API default is 256)")
     ap.add_argument("--batch", type=int, default=4, help="batch_size of the job (the API default is 4)")
-    ap.add_argument("--write", action="store_true")
+    ap.add_argument("--base", type=Path, default=None,
+                    help="bundle folder (or its model.safetensors) to start every project from; default random init")
+    ap.add_argument("--write", action="store_true", help="replace the section of the same start in PERFORMANCE.md")
     args = ap.parse_args()
+    base_file: Path | None = None
+    if args.base is not None:
+        base_file = args.base / "model.safetensors" if args.base.is_dir() else args.base
+        if not base_file.is_file():
+            raise SystemExit(f"--base: no model weights at {base_file}")
     val = load_mscmr(DATA, "val")
     by_name = {s.name: s for s in val}
     a, b = by_name[args.slice], by_name[args.other]
@@ -85,6 +93,11 @@ def main() -> None:
            "SASFORMER_JOB_QUEUE": "cpu", "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(REPO)}
     for k in ("REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "DATABASE_URL"):
         env.pop(k, None)
+    if base_file is not None:
+        pre = home / "pretrained"
+        pre.mkdir()
+        (pre / "base.safetensors").symlink_to(base_file.resolve())
+        env["SASFORMER_PRETRAINED_DIR"] = str(pre)
     with mock.patch.dict(os.environ, env, clear=True):
         settings = Settings(_env_file=None)  # type: ignore[call-arg]
     client = TestClient(create_app(settings))
@@ -94,12 +107,16 @@ def main() -> None:
                                "--without-mingle"], cwd=REPO, env=env, stdout=logf, stderr=subprocess.STDOUT,
                               start_new_session=True)
     rows: list[dict[str, Any]] = []
+    load0 = os.getloadavg()[0]
     try:
         while " ready." not in (home / "worker.log").read_text(errors="replace"):
             time.sleep(0.2)
         for steps in [int(s) for s in args.steps.split(",")]:
-            body = {"name": f"mscmr-{steps}", "classes": [{"name": n} for n in names]}
-            p = client.post("/projects", json=body).json()
+            body = {"name": f"mscmr-{steps}", "classes": [{"name": n} for n in names],
+                    "pretrained": "base.safetensors" if base_file is not None else None}
+            r = client.post("/projects", json=body)
+            r.raise_for_status()
+            p = r.json()
             ia = client.post(f"/projects/{p['id']}/images", files={"file": ("a.png", png(a.image), "image/png")}).json()
             ib = client.post(f"/projects/{p['id']}/images", files={"file": ("b.png", png(b.image), "image/png")}).json()
             r = client.put(f"/images/{ia['id']}/annotation/png", files={"file": ("l.png", png(scribbles), "image/png")})
@@ -136,17 +153,22 @@ def main() -> None:
     def f(v: float | None) -> str:
         return "–" if v is None or not np.isfinite(v) else f"{v:.3f}"
 
+    sub = "### From random weights" if base_file is None else "### From a model trained offline"
+    base_flag = "" if base_file is None else f" --base {args.base}"
     lines = [
-        SECTION, "",
+        sub, "",
         f"`bench/finetune_loop.py --steps {args.steps} --threads {args.threads} --crop {args.crop} "
-        f"--batch {args.batch}` "
+        f"--batch {args.batch}{base_flag}` "
         f"on {platform.machine()} "
-        f"({os.cpu_count()} cores, shared with a background training run; torch on {args.threads} threads), "
+        f"({os.cpu_count()} cores, load average {load0:.1f} at the start and {os.getloadavg()[0]:.1f} at the end; "
+        f"torch on {args.threads} threads), "
         "filesystem broker, SQLite, one Celery worker process, CPU. MSCMR val slice "
         f"`{args.slice}` (288x288) with **simulated** scribbles (`simulate_scribbles`, seed 0: "
-        f"{100 * labelled:.1f}% of pixels labelled); version 1 = random-init MiT-b0; interactive job defaults "
-        f"except crop {args.crop} and batch {args.batch} (AdamW lr 6e-4 from random weights, 20% of the label area "
-        "held out). "
+        f"{100 * labelled:.1f}% of pixels labelled); version 1 = "
+        + ("random-init MiT-b0 (job LR 6e-4)" if base_file is None else
+           f"`{args.base}` (MiT-b0 trained offline on MSCMR train's real scribbles; job LR 6e-5)")
+        + f"; interactive job defaults except crop {args.crop} and batch {args.batch} (AdamW, 20% of the label "
+        "area held out). "
         f"Dice/mIoU over RV/Myo/LV vs the dense mask, on the annotated slice and on `{args.other}` (no labels).",
         "",
         "| steps | submit → first progress (s) | submit → promoted (s) | promoted | held-out mIoU new / active "
@@ -166,9 +188,19 @@ def main() -> None:
     if args.write:
         perf = REPO / "docs" / "PERFORMANCE.md"
         text = perf.read_text()
-        pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-        text = pattern.sub(table + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + table
-        perf.write_text(text)
+        perf.write_text(place_subsection(text, SECTION, sub, table))
+
+
+def place_subsection(text: str, section: str, sub: str, body: str) -> str:
+    """``body`` (starting with heading ``sub``) replaces that subsection of ``section``, or is appended to it."""
+    own = re.compile(rf"^{re.escape(sub)}\n.*?(?=^##|\Z)", re.S | re.M)
+    if own.search(text):
+        return own.sub(lambda _: body.rstrip("\n") + "\n\n", text, count=1)
+    sec = re.compile(rf"^{re.escape(section)}\n.*?(?=^## |\Z)", re.S | re.M)
+    m = sec.search(text)
+    if m is None:
+        return text.rstrip("\n") + f"\n\n{section}\n\n" + body
+    return text[:m.end()].rstrip("\n") + "\n\n" + body.rstrip("\n") + "\n\n" + text[m.end():]
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ Supported key layouts, detected from the keys:
 * ``hf``: HF ``SegformerModel`` / ``SegformerForSemanticSegmentation`` in both the transformers 4.x
   names (``encoder.block.0.0.attention.self.query``...) and the 5.x names
   (``stages.0.blocks.0.attention.q_proj``...), with or without the ``segformer.`` prefix.
+* ``sasformer``: our own names, i.e. the ``model.safetensors`` of a bundle written by ``sasformer
+  train`` or a fine-tune job, so a model trained offline can start a project or a job (its decoder
+  is taken when the number of classes matches).
 
 The LayerNorm eps travels with the layout: NVlabs' code runs block/stage norms at 1e-6 (our
 default), HF runs every norm at 1e-5; loading an HF file switches the model to HF's eps so its
@@ -68,6 +71,8 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def detect_layout(keys: list[str]) -> str:
+    if any(k.startswith(ENC) for k in keys):
+        return "sasformer"
     if any(k.startswith(("patch_embed1.", "block1.")) for k in keys):
         return "nvlabs"
     if any(k.startswith(("encoder.block.", "encoder.patch_embeddings.", "stages.0.blocks.")) for k in keys):
@@ -100,6 +105,8 @@ def _patch_embed(stage: int) -> str:
 
 def _map_key(key: str, layout: str) -> str | None:
     """Our name for a checkpoint key (``attn.k``/``attn.v`` are merged into ``attn.kv`` later)."""
+    if layout == "sasformer":
+        return key
     name, _, param = key.rpartition(".")
     if layout == "nvlabs":
         if m := re.fullmatch(r"patch_embed(\d)\.(proj|norm)", name):
@@ -187,7 +194,7 @@ def load_pretrained(model: nn.Module, path: str | Path, include_decoder: bool = 
     if layout == "unknown":
         sample = ", ".join(list(raw)[:5])
         raise PretrainedError(
-            f"{path}: unrecognised key layout (first keys: {sample}); expected NVlabs/mmseg MiT or HF Segformer"
+            f"{path}: unrecognised key layout (first keys: {sample}); expected NVlabs/mmseg MiT, HF Segformer or a SASFormer bundle"
         )
     sd, skipped = convert_state_dict(raw, layout)
     own = model.state_dict()

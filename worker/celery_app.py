@@ -9,9 +9,12 @@ Settings for long GPU jobs, and why:
 
 * ``task_acks_late`` + ``task_reject_on_worker_lost``: a job is acknowledged when it ends, so a
   worker process killed mid-job puts it back on the queue; it resumes from its checkpoint.
-* ``worker_prefetch_multiplier=1``, concurrency 1, ``worker_max_tasks_per_child=1``: one job per GPU
-  at a time, nothing reserved that another worker could run, and each job in a fresh process, so
-  its GPU memory is returned. CUDA is only touched in that child (never in the prefork parent).
+* ``worker_prefetch_multiplier=1``, concurrency 1: one job per GPU at a time, nothing reserved that
+  another worker could run. CUDA is only touched in the pool child (never in the prefork parent);
+  the child gives its cached GPU memory back after every job (``run_job``). No
+  ``worker_max_tasks_per_child``: with the Redis transport, replacing the child after each job
+  sometimes left the next delivered job unexecuted ("received", never started: reproduced in 1 of 3
+  runs of tests/worker on Redis, 2026-11-25; never once without it).
 * one queue per resource (``gpu``, ``cpu``): a worker consumes the queue of what it has.
 * ``visibility_timeout`` (Redis) above the longest job: a running job is not handed out twice;
   soft/hard time limits: a job that never ends is stopped (gracefully, then by force).
@@ -50,7 +53,6 @@ def make_app(settings: Settings) -> Celery:
         task_acks_on_failure_or_timeout=True,  # a job that failed is failed (recorded in the DB), not retried
         worker_prefetch_multiplier=1,
         worker_concurrency=1,
-        worker_max_tasks_per_child=1,
         task_queues=[Queue(q, routing_key=q) for q in queues],
         task_default_queue=settings.resolved_job_queue(),
         task_create_missing_queues=True,

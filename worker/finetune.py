@@ -281,6 +281,19 @@ def run_job(job_id: int, settings: Settings, task_id: str | None = None) -> dict
             hb.halt.set()
     finally:
         engine.dispose()
+        _release_accelerator_memory()
+
+
+def _release_accelerator_memory() -> None:
+    """The pool process outlives the job: hand its cached CUDA blocks back so other processes (or the
+    next job's different shapes) can use them."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def _finish_if_mine(sessions: sessionmaker[Session], job_id: int, me: str, state: str, **kw: Any) -> bool:

@@ -150,3 +150,24 @@ def test_clear_errors(hf_model, tmp_path: Path) -> None:
     torch.save(partial, tmp_path / "partial.pth")
     with pytest.raises(PretrainedError, match="missing"):
         load_pretrained(ours, tmp_path / "partial.pth")
+
+
+def test_sasformer_bundle_weights_start_a_model(tmp_path: Path) -> None:
+    """A bundle's model.safetensors (what `sasformer train` writes) is a valid starting point: same
+    outputs with matching classes; another class count keeps all but the classifier."""
+    from model import save_bundle
+
+    torch.manual_seed(2)
+    trained = build_sasformer(variant="b0", num_classes=4).eval()
+    save_bundle(trained, tmp_path / "bundle", {"init": "test"})
+    weights = tmp_path / "bundle" / "model.safetensors"
+    ours = build_sasformer(variant="b0", num_classes=4).eval()
+    report = load_pretrained(ours, weights)
+    assert report.layout == "sasformer" and not report.skipped and not report.missing
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(trained(x), ours(x))
+    report = load_pretrained(build_sasformer(variant="b0", num_classes=6), weights)
+    assert report.skipped == ["decode_head.classifier.bias", "decode_head.classifier.weight"]
+    with pytest.raises(PretrainedError, match="which do not fit mit_b1"):
+        load_pretrained(build_sasformer(variant="b1", num_classes=4), weights)

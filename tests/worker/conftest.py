@@ -240,11 +240,7 @@ class WorkerEnv:
         return self.home / "jobs" / str(job_id)
 
 
-# The Redis variant runs with `-m slow`: on a loaded machine a job submitted right after another one
-# sometimes stays queued (never delivered to the single worker) - seen in 2 of 4 runs on 2026-11-25,
-# under investigation (prefetch 1 + acks_late + max_tasks_per_child=1 + global_keyprefix). The
-# two-worker topology test in tests/deploy keeps Redis covered in the default run.
-@pytest.fixture(scope="module", params=["filesystem", pytest.param("redis", marks=pytest.mark.slow)])
+@pytest.fixture(scope="module", params=["filesystem", "redis"])
 def wenv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerEnv]:
     if request.param == "redis" and not redis_available():
         if os.environ.get("CI"):

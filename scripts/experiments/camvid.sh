@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Experiments 2-3 of docs/RESULTS.md: CamVid with SIMULATED scribbles (pCE vs SASFormer vs full
+# supervision) and SIMULATED points (pCE vs SASFormer). Same model, schedule, data order and seeds
+# across arms (configs/camvid_*.yaml); mIoU over the 11 classes on val (void ignored).
+# Usage: scripts/experiments/camvid.sh [-s "0 1 2"] [RUN...]   (default: all five runs, seed 0)
+# RUN is one of: scribbles_pce scribbles_sasformer scribbles_full points_pce points_sasformer
+# Runs go to runs/camvid_<RUN>_s<seed>/ (log beside it); finished runs are skipped, cut ones resumed.
+# Summary: .venv/bin/python scripts/experiments/summarize.py camvid_scribbles --metric miou  (and camvid_points)
+set -euo pipefail
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"   # see mscmr.sh: one thread per run on this 2-core VM
+cd "$(dirname "$0")/../.."
+declare -A configs=(
+  [scribbles_pce]=camvid_scribbles_pce [scribbles_sasformer]=camvid_scribbles_sasformer
+  [scribbles_full]=camvid_full [points_pce]=camvid_points_pce [points_sasformer]=camvid_points_sasformer
+)
+seeds="0"
+if [ "${1:-}" = "-s" ]; then seeds="$2"; shift 2; fi
+runs=("$@")
+[ ${#runs[@]} -gt 0 ] || runs=(scribbles_pce scribbles_sasformer points_pce points_sasformer scribbles_full)
+for run in "${runs[@]}"; do
+  [ -n "${configs[$run]:-}" ] || { echo "unknown run '$run'; runs: ${!configs[*]}" >&2; exit 2; }
+done
+mkdir -p runs
+for seed in $seeds; do
+  for run in "${runs[@]}"; do
+    out="runs/camvid_${run}_s${seed}"
+    if [ -f "$out/last/bundle.json" ]; then echo "skip $out (done)"; continue; fi
+    resume=""
+    [ -f "$out/checkpoint.pt" ] && resume="--resume"
+    echo "== $(date -u +%FT%TZ) $run seed $seed -> $out"
+    .venv/bin/sasformer train -c "configs/${configs[$run]}.yaml" --set seed="$seed" --out-dir "$out" $resume \
+      > "$out.log" 2>&1 || { echo "FAILED: see $out.log"; exit 1; }
+    tail -n 1 "$out.log"
+  done
+done

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Experiments 4-5 of docs/RESULTS.md: ablations and improvements of the affinity loss on MSCMR real
+# scribbles. Every row is configs/mscmr_sasformer.yaml (experiment 1's SASFormer arm: same model,
+# schedule, data order) with the overrides listed below, so a row differs from that arm in one thing.
+# Usage: scripts/experiments/mscmr_ablations.sh [-s "0 1 2"] ROW [ROW...]   (rows: see `rows` below)
+# Runs go to runs/mscmrabl_<row>_s<seed>/ (log beside it); finished runs are skipped, cut ones resumed.
+# Summary: .venv/bin/python scripts/experiments/summarize.py mscmrabl --metric volume_dice
+set -euo pipefail
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"   # see mscmr.sh: one thread per run on this 2-core VM
+cd "$(dirname "$0")/../.."
+declare -A rows=(
+  [stage1]="loss.stages=[1]"
+  [stage2]="loss.stages=[2]"
+  [stage3]="loss.stages=[3]"
+  [stage4]="loss.stages=[4]"
+  [stages34]="loss.stages=[3,4]"
+  [l2]="loss.distance=l2"
+  [single]="loss.normalisation=single loss.alpha=0.3"
+  [single_exclself]="loss.normalisation=single loss.alpha=0.3 loss.exclude_self=true"
+  [exclself]="loss.exclude_self=true"
+  [ramp]="loss.alpha_warmup_steps=300"
+  [alpha2]="loss.alpha=2.4"
+)
+seeds="0"
+if [ "${1:-}" = "-s" ]; then seeds="$2"; shift 2; fi
+[ $# -gt 0 ] || { echo "usage: $0 [-s \"SEEDS\"] ROW...; rows: ${!rows[*]}" >&2; exit 2; }
+for row in "$@"; do
+  [ -n "${rows[$row]:-}" ] || { echo "unknown row '$row'; rows: ${!rows[*]}" >&2; exit 2; }
+done
+for seed in $seeds; do
+  for row in "$@"; do
+    out="runs/mscmrabl_${row}_s${seed}"
+    if [ -f "$out/last/bundle.json" ]; then echo "skip $out (done)"; continue; fi
+    sets=(--set "seed=$seed")
+    for kv in ${rows[$row]}; do sets+=(--set "$kv"); done
+    resume=""
+    [ -f "$out/checkpoint.pt" ] && resume="--resume"
+    mkdir -p runs
+    echo "== $(date -u +%FT%TZ) $row seed $seed (${rows[$row]}) -> $out"
+    .venv/bin/sasformer train -c configs/mscmr_sasformer.yaml "${sets[@]}" --out-dir "$out" $resume \
+      > "$out.log" 2>&1 || { echo "FAILED: see $out.log"; exit 1; }
+    tail -n 1 "$out.log"
+  done
+done
