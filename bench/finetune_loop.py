@@ -13,8 +13,9 @@ on MSCMR train's real scribbles), given to the server as a ``pretrained`` file; 
   dense mask: mean Dice and mIoU over RV/Myo/LV (background excluded), on the annotated slice and on
   another slice of the same subject that has no labels at all.
 
-Usage: ``.venv/bin/python bench/finetune_loop.py [--steps 30,100,300] [--base runs/<run>/last] [--write]`` (``--write`` puts
-the table in docs/PERFORMANCE.md under "## Fine-tune loop"). Prints the table either way.
+Usage: ``.venv/bin/python bench/finetune_loop.py [--steps 30,100,300] [--base runs/<run>/last] [--write]``
+(``--write`` puts the table in docs/PERFORMANCE.md under "## Fine-tune loop", one subsection per starting
+point). Prints the table either way.
 """
 
 from __future__ import annotations

@@ -194,7 +194,8 @@ def load_pretrained(model: nn.Module, path: str | Path, include_decoder: bool = 
     if layout == "unknown":
         sample = ", ".join(list(raw)[:5])
         raise PretrainedError(
-            f"{path}: unrecognised key layout (first keys: {sample}); expected NVlabs/mmseg MiT, HF Segformer or a SASFormer bundle"
+            f"{path}: unrecognised key layout (first keys: {sample}); "
+            "expected NVlabs/mmseg MiT, HF Segformer or a SASFormer bundle"
         )
     sd, skipped = convert_state_dict(raw, layout)
     own = model.state_dict()
