@@ -7,8 +7,8 @@
 # Runs go to runs/camvid_<RUN>_s<seed>/ (log beside it); finished runs are skipped, cut ones resumed.
 # Summary: .venv/bin/python scripts/experiments/summarize.py camvid_scribbles --metric miou  (and camvid_points)
 set -euo pipefail
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"   # see mscmr.sh: one thread per run on this 2-core VM
 cd "$(dirname "$0")/../.."
+source scripts/experiments/lib.sh
 declare -A configs=(
   [scribbles_pce]=camvid_scribbles_pce [scribbles_sasformer]=camvid_scribbles_sasformer
   [scribbles_full]=camvid_full [points_pce]=camvid_points_pce [points_sasformer]=camvid_points_sasformer
@@ -20,16 +20,8 @@ runs=("$@")
 for run in "${runs[@]}"; do
   [ -n "${configs[$run]:-}" ] || { echo "unknown run '$run'; runs: ${!configs[*]}" >&2; exit 2; }
 done
-mkdir -p runs
 for seed in $seeds; do
   for run in "${runs[@]}"; do
-    out="runs/camvid_${run}_s${seed}"
-    if [ -f "$out/last/bundle.json" ]; then echo "skip $out (done)"; continue; fi
-    resume=""
-    [ -f "$out/checkpoint.pt" ] && resume="--resume"
-    echo "== $(date -u +%FT%TZ) $run seed $seed -> $out"
-    .venv/bin/sasformer train -c "configs/${configs[$run]}.yaml" --set seed="$seed" --out-dir "$out" $resume \
-      > "$out.log" 2>&1 || { echo "FAILED: see $out.log"; exit 1; }
-    tail -n 1 "$out.log"
+    run_experiment "runs/camvid_${run}_s${seed}" "${configs[$run]}" --set seed="$seed"
   done
 done

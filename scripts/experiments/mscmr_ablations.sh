@@ -6,8 +6,8 @@
 # Runs go to runs/mscmrabl_<row>_s<seed>/ (log beside it); finished runs are skipped, cut ones resumed.
 # Summary: .venv/bin/python scripts/experiments/summarize.py mscmrabl --metric volume_dice
 set -euo pipefail
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"   # see mscmr.sh: one thread per run on this 2-core VM
 cd "$(dirname "$0")/../.."
+source scripts/experiments/lib.sh
 declare -A rows=(
   [stage1]="loss.stages=[1]"
   [stage2]="loss.stages=[2]"
@@ -29,16 +29,8 @@ for row in "$@"; do
 done
 for seed in $seeds; do
   for row in "$@"; do
-    out="runs/mscmrabl_${row}_s${seed}"
-    if [ -f "$out/last/bundle.json" ]; then echo "skip $out (done)"; continue; fi
     sets=(--set "seed=$seed")
     for kv in ${rows[$row]}; do sets+=(--set "$kv"); done
-    resume=""
-    [ -f "$out/checkpoint.pt" ] && resume="--resume"
-    mkdir -p runs
-    echo "== $(date -u +%FT%TZ) $row seed $seed (${rows[$row]}) -> $out"
-    .venv/bin/sasformer train -c configs/mscmr_sasformer.yaml "${sets[@]}" --out-dir "$out" $resume \
-      > "$out.log" 2>&1 || { echo "FAILED: see $out.log"; exit 1; }
-    tail -n 1 "$out.log"
+    run_experiment "runs/mscmrabl_${row}_s${seed}" mscmr_sasformer "${sets[@]}"
   done
 done

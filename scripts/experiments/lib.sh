@@ -1,0 +1,18 @@
+# Shared by the experiment scripts (source it): one training run, skipped when finished, resumed when cut.
+# run_experiment OUT CONFIG [--set k=v ...]: trains configs/CONFIG.yaml into OUT, log in OUT.log.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+# One thread per run: on this 2-core machine other work shares the CPU, and oversubscribed BLAS
+# threads cost far more than they bring. Override with OMP_NUM_THREADS=2 on an idle machine.
+
+run_experiment() {
+  local out="$1" config="$2"
+  shift 2
+  if [ -f "$out/last/bundle.json" ]; then echo "skip $out (done)"; return 0; fi
+  local resume=()
+  [ -f "$out/checkpoint.pt" ] && resume=(--resume)
+  mkdir -p "$(dirname "$out")"
+  echo "== $(date -u +%FT%TZ) $config $* -> $out"
+  .venv/bin/sasformer train -c "configs/$config.yaml" "$@" --out-dir "$out" "${resume[@]}" > "$out.log" 2>&1 \
+    || { echo "FAILED: see $out.log"; return 1; }
+  tail -n 1 "$out.log"
+}
