@@ -16,6 +16,12 @@ Settings for long GPU jobs, and why:
   sometimes left the next delivered job unexecuted ("received", never started: reproduced in 1 of 3
   runs of tests/worker on Redis, 2026-11-25; never once without it).
 * one queue per resource (``gpu``, ``cpu``): a worker consumes the queue of what it has.
+* no event loop (``SyncLoopCelery``): on Redis, Celery's default event-loop consumer drives the prefork
+  pool asynchronously, and when a pool process was replaced (killed mid-job, or recycled after each
+  job by ``worker_max_tasks_per_child``) the worker sometimes kept receiving jobs but never ran them
+  again (reproduced in tests/worker under load, 2026-11-25). The synchronous consumer with the
+  threaded pool supervisor - what Celery uses for the filesystem broker, never seen to hang - costs
+  nothing that matters for jobs of minutes.
 * ``visibility_timeout`` (Redis) above the longest job: a running job is not handed out twice;
   soft/hard time limits: a job that never ends is stopped (gracefully, then by force).
 
@@ -26,9 +32,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from functools import cached_property
 from typing import Any
 
 from celery import Celery, signals
+from celery.apps.worker import Worker
 from kombu import Queue
 
 from backend.settings import Settings
@@ -40,9 +48,24 @@ _apps: dict[tuple[Any, ...], Celery] = {}
 _apps_lock = threading.Lock()
 
 
+class SyncLoopWorker(Worker):
+    """A worker that never uses the asynchronous event loop (see the module docstring for why)."""
+
+    def should_use_eventloop(self) -> bool:
+        return False
+
+
+class SyncLoopCelery(Celery):
+    """``celery -A worker.celery_app worker`` starts a ``SyncLoopWorker`` for this app."""
+
+    @cached_property
+    def Worker(self) -> type[Worker]:  # noqa: N802 - Celery's name
+        return self.subclass_with_self(SyncLoopWorker)
+
+
 def make_app(settings: Settings) -> Celery:
     """A Celery app for these settings (broker, result backend, worker behaviour)."""
-    app = Celery("sasformer", broker=settings.broker_url, backend=settings.result_backend)
+    app = SyncLoopCelery("sasformer", broker=settings.broker_url, backend=settings.result_backend)
     queues = settings.resolved_worker_queues()
     app.conf.update(
         broker_transport_options=settings.broker_transport_options,
