@@ -394,7 +394,9 @@ def recover_lost(session: Session, job: Job, settings: Settings,
         return "failed"
     job.state, job.worker = "queued", None
     job.progress = {**(job.progress or {}), "message": f"{why}; re-queued to resume from the last checkpoint"}
-    session.flush()
+    # Commit before publishing: a broker call inside the transaction would hold SQLite's write lock for
+    # as long as the broker takes, and the worker claiming the re-delivered job waits on that lock.
+    session.commit()
     try:
         task_id = submit(job.id, job.project_id, dict(job.params))
     except Exception as e:  # broker down: the job cannot come back by itself
@@ -409,7 +411,7 @@ def sweep_lost_jobs(session: Session, settings: Settings,
                     submit: Callable[[int, int, dict[str, Any]], str | None]) -> dict[int, str]:
     """Recover every lost running job (the worker runs this at start and every ``job_sweep_interval_s``)."""
     done: dict[int, str] = {}
-    for job in session.scalars(select(Job).where(Job.state == "running")):
+    for job in session.scalars(select(Job).where(Job.state == "running")).all():  # recover_lost commits
         if lost_reason(job, settings) is not None:
             done[job.id] = recover_lost(session, job, settings, submit)
             log.warning("job %s lost: %s", job.id, done[job.id])
