@@ -336,7 +336,9 @@ def test_killed_worker_job_is_finished_by_the_other(topo: Topology) -> None:
         return
     assert j["state"] == "succeeded", (j, topo.logs())
     assert j["attempts"] == 2 and j["progress"]["attempt"] == 2, j
-    assert j["progress"]["resumed_from"] >= 6, j["progress"]  # resumed from a checkpoint, not from scratch
+    # resumed from a checkpoint, not from scratch: the kill came at step >= 6, when the checkpoint of that
+    # step (every 2) may still be being written, so the one before it (step 4) is the latest that must exist
+    assert j["progress"]["resumed_from"] >= 4, j["progress"]
     claims = topo.claims(job_id)
     assert [c["attempt"] for c in claims] == [1, 2], claims
     if topo.isolated:
