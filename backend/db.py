@@ -6,18 +6,23 @@ database to the latest revision at start-up, so a fresh data directory just work
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import DateTime, Dialect, Engine, TypeDecorator, create_engine, event, text
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from .settings import Settings
 
+log = logging.getLogger("sasformer.db")
+T = TypeVar("T")
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
@@ -106,3 +111,37 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+# Messages of errors that a later attempt of the same transaction can get past: SQLite's write lock held
+# by another process past the busy timeout, a PostgreSQL server restarting or a dropped connection.
+_TRANSIENT = ("database is locked", "database is busy", "database table is locked", "could not connect",
+              "server closed the connection", "terminating connection", "connection refused",
+              "the database system is starting up", "the database system is shutting down")
+
+
+def is_transient(e: BaseException) -> bool:
+    """Whether ``e`` is a database error worth retrying (the transaction was rolled back, nothing is lost)."""
+    if isinstance(e, DBAPIError) and e.connection_invalidated:
+        return True
+    return isinstance(e, OperationalError) and any(m in str(e.orig).lower() for m in _TRANSIENT)
+
+
+def transact(factory: sessionmaker[Session], work: Callable[[Session], T], retry_s: float, what: str) -> T:
+    """Run ``work`` in one unit of work, again (backing off) while the database is busy, for ``retry_s``.
+
+    For the worker's writes that must not be dropped: a claim that fails leaves a delivered job queued
+    with no broker message left to run it. ``work`` must only touch the database (it may run twice).
+    """
+    deadline = time.monotonic() + retry_s
+    delay = 0.25
+    while True:
+        try:
+            with session_scope(factory) as session:
+                return work(session)
+        except DBAPIError as e:
+            if not is_transient(e) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s: database busy (%s); retrying in %.2f s", what, str(e.orig).strip(), delay)
+            time.sleep(delay)
+            delay = min(2 * delay, 5.0)

@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(default=3, ge=1)
     job_checkpoint_every: int = Field(default=25, ge=1)  # steps between checkpoints (also on stop)
     job_sweep_interval_s: float = Field(default=15.0, gt=0)  # worker's lost-job sweeper period
+    # A worker's job-table write that finds the database busy (SQLite's write lock held past its 30 s
+    # busy timeout by another process on a loaded machine, PostgreSQL restarting) is retried for this
+    # long before the delivery gives up: giving up on a claim leaves the job queued with no message.
+    job_db_retry_s: float = Field(default=300.0, ge=0)
 
     @model_validator(mode="before")
     @classmethod

@@ -23,7 +23,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.db import make_engine, make_sessionmaker, session_scope
+from backend.db import make_engine, make_sessionmaker, session_scope, transact
 from backend.orm import AnnotationRevision, Image, Job, ModelVersion, Project
 from backend.schemas.jobs import TERMINAL_STATES, JobCreate, JobProgress
 from backend.services import jobs as jobs_svc
@@ -250,8 +250,8 @@ def run_job(job_id: int, settings: Settings, task_id: str | None = None) -> dict
     jobdir = settings.jobs_dir / str(job_id)
     me = jobs_svc.worker_id()
     try:
-        with session_scope(sessions) as s:
-            c = jobs_svc.claim(s, job_id, settings, task_id=task_id, me=me)
+        c = transact(sessions, lambda s: jobs_svc.claim(s, job_id, settings, task_id=task_id, me=me),
+                     settings.job_db_retry_s, f"claiming job {job_id}")
         joblog = JobLog(jobdir / "log.jsonl", c.attempt)
         if not c.run:
             log.info("job %s: not run: %s", job_id, c.reason)
@@ -275,7 +275,7 @@ def run_job(job_id: int, settings: Settings, task_id: str | None = None) -> dict
                 raise  # SystemExit/KeyboardInterrupt: the process is going; acks_late re-delivers the job
             joblog.write("failed", error=error, traceback=traceback.format_exc())
             log.warning("job %s failed: %s", job_id, error)
-            _finish_if_mine(sessions, job_id, me, "failed", error=error)
+            _finish_if_mine(sessions, job_id, me, "failed", settings.job_db_retry_s, error=error)
             return {"job_id": job_id, "state": "failed", "error": error}
         finally:
             hb.halt.set()
@@ -296,14 +296,17 @@ def _release_accelerator_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _finish_if_mine(sessions: sessionmaker[Session], job_id: int, me: str, state: str, **kw: Any) -> bool:
+def _finish_if_mine(sessions: sessionmaker[Session], job_id: int, me: str, state: str, retry_s: float,
+                    **kw: Any) -> bool:
     """Finish the job unless another attempt took it over (this process was presumed dead)."""
-    with session_scope(sessions) as s:
+    def work(s: Session) -> bool:
         job = s.get(Job, job_id)
         if job is None or job.worker != me or job.state in TERMINAL_STATES:
             return False
         jobs_svc.finish(s, job_id, state, **kw)
         return True
+
+    return transact(sessions, work, retry_s, f"finishing job {job_id}")
 
 
 def _run(job_id: int, settings: Settings, sessions: sessionmaker[Session], jobdir: Path, joblog: JobLog,
@@ -413,7 +416,8 @@ def _run(job_id: int, settings: Settings, sessions: sessionmaker[Session], jobdi
                f"{(run_dir / CHECKPOINT).relative_to(settings.home)}")
         joblog.write("end", state=state, steps=result.steps_done, message=msg)
         reporter.message(msg)
-        _finish_if_mine(sessions, job_id, me, state, error=None if state == "cancelled" else "interrupted")
+        _finish_if_mine(sessions, job_id, me, state, settings.job_db_retry_s,
+                        error=None if state == "cancelled" else "interrupted")
         return {"job_id": job_id, "state": state, "steps": result.steps_done}
 
     # ---- evaluate both on the held-out pixels, write the version, register, promote if better ------
@@ -454,21 +458,29 @@ def _run(job_id: int, settings: Settings, sessions: sessionmaker[Session], jobdi
         target = registry.allocate_dir(s, project_id)
     net, _ = load_bundle(result.bundle, device="cpu")
     save_bundle(net, target, provenance)
-    with session_scope(sessions) as s:
+
+    def register(s: Session) -> dict[str, Any] | None:  # pure database work: safe to retry when busy
         job = s.get(Job, job_id)
         if job is None or job.worker != me or job.state in TERMINAL_STATES:
-            joblog.write("abandoned", reason="another attempt took the job over", orphan=str(target))
-            return {"job_id": job_id, "state": "abandoned"}
+            return None
         proj = s.get(Project, project_id)
-        if promote and params.promote == "if_better" and proj is not None and proj.active_version_id != active_id:
-            promote, reason = False, "the active version changed while this job evaluated: kept as a candidate"
+        promoted, why = promote, reason
+        if promoted and params.promote == "if_better" and proj is not None and proj.active_version_id != active_id:
+            promoted, why = False, "the active version changed while this job evaluated: kept as a candidate"
         version = registry.register(s, project_id, target, metrics=metrics,
                                     parent_id=base_version_id if init_bundle else None, job_id=job_id,
-                                    promote=promote, author=f"job {job_id}")
-        outcome.update(version=version.number, promoted=promote, reason=reason)
+                                    promote=promoted, author=f"job {job_id}")
+        done = {**outcome, "version": version.number, "promoted": promoted, "reason": why}
         job.progress = {**(job.progress or {}),
-                        "message": f"{'promoted' if promote else 'registered'} version {version.number}: {reason}"}
-        jobs_svc.finish(s, job_id, "succeeded", result_version_id=version.id, result=outcome)
+                        "message": f"{'promoted' if promoted else 'registered'} version {version.number}: {why}"}
+        jobs_svc.finish(s, job_id, "succeeded", result_version_id=version.id, result=done)
+        return done
+
+    registered = transact(sessions, register, settings.job_db_retry_s, f"registering the version of job {job_id}")
+    if registered is None:
+        joblog.write("abandoned", reason="another attempt took the job over", orphan=str(target))
+        return {"job_id": job_id, "state": "abandoned"}
+    outcome, reason = registered, registered["reason"]
     joblog.write("result", elapsed_s=time.time() - t_start, first_progress_at=reporter.first_progress_at, **outcome)
     log.info("job %s: version %s, %s", job_id, outcome["version"], reason)
     return {"job_id": job_id, "state": "succeeded", **outcome}

@@ -16,6 +16,7 @@ declare -A rows=(
   [stages34]="loss.stages=[3,4]"
   [l2]="loss.distance=l2"
   [single]="loss.normalisation=single loss.alpha=0.3"
+  [single_a06]="loss.normalisation=single loss.alpha=0.6"
   [single_exclself]="loss.normalisation=single loss.alpha=0.3 loss.exclude_self=true"
   [exclself]="loss.exclude_self=true"
   [ramp]="loss.alpha_warmup_steps=300"

@@ -158,13 +158,27 @@ def draw(driver: WebDriver, image_size: tuple[int, int], points: list[tuple[floa
 
 
 def click_image(driver: WebDriver, elem_id: str, image_size: tuple[int, int], xy: tuple[float, float]) -> None:
-    """Click pixel ``xy`` of the image shown (scaled to fit, aspect kept) in a gr.Image."""
-    img = css(driver, f"#{elem_id} img")
+    """Click pixel ``xy`` of the image shown (scaled to fit, aspect kept) in a gr.Image.
+
+    Waits until the <img> has decoded and been laid out: a click on an image that is still loading
+    (a slow, loaded machine) lands on a zero-sized box or on the one being replaced, and no select
+    event fires."""
+    img = wait(driver, lambda: _loaded_image(driver, elem_id), 60, f"the image in #{elem_id} to load")
     rw, rh = img.size["width"], img.size["height"]
     # object-fit: contain inside the <img> box
     scale = min(rw / image_size[0], rh / image_size[1])
     dx, dy = (xy[0] - image_size[0] / 2) * scale, (xy[1] - image_size[1] / 2) * scale
     ActionChains(driver).move_to_element_with_offset(img, round(dx), round(dy)).click().perform()
+
+
+def _loaded_image(driver: WebDriver, elem_id: str) -> WebElement | None:
+    found = driver.find_elements(By.CSS_SELECTOR, f"#{elem_id} img")
+    if not found:
+        return None
+    ready = driver.execute_script(
+        "const i = arguments[0], r = i.getBoundingClientRect();"
+        "return i.complete && i.naturalWidth > 0 && r.width > 0 && r.height > 0;", found[0])
+    return found[0] if ready else None
 
 
 def image_src(driver: WebDriver, elem_id: str) -> str:

@@ -172,9 +172,9 @@ def test_points_conflict_errors_export(server: Server, driver: WebDriver, artifa
     wait(driver, lambda: image_src(driver, "points-image"), 60, "the points image")
     wait_idle(driver)
     click_image(driver, "points-image", (W, H), (160, 120))
-    wait(driver, lambda: "1 point(s) pending" in text_of(driver, "save-info"), 30, "the first point")
+    wait(driver, lambda: "1 point(s) pending" in text_of(driver, "save-info"), 60, "the first point")
     click_image(driver, "points-image", (W, H), (20, 20))
-    wait(driver, lambda: "2 point(s) pending" in text_of(driver, "save-info"), 30, "the second point")
+    wait(driver, lambda: "2 point(s) pending" in text_of(driver, "save-info"), 60, "the second point")
     css(driver, "button#undo-point").click()
     wait(driver, lambda: "1 point(s) pending" in text_of(driver, "save-info"), 30, "the undo")
     css(driver, "button#save-btn").click()
@@ -190,7 +190,7 @@ def test_points_conflict_errors_export(server: Server, driver: WebDriver, artifa
                   json={"points": [{"x": 10, "y": 10, "class_id": 0, "radius": 2}]})
     assert r.status_code == 200, r.text
     click_image(driver, "points-image", (W, H), (200, 100))
-    wait(driver, lambda: "1 point(s) pending" in text_of(driver, "save-info"), 30, "a new point")
+    wait(driver, lambda: "1 point(s) pending" in text_of(driver, "save-info"), 60, "a new point")
     css(driver, "button#save-btn").click()
     msg = wait(driver, lambda: [t for t in toasts(driver) if "NOT applied" in t], 60, "the conflict message",
                errors_ok=True)

@@ -240,11 +240,10 @@ class WorkerEnv:
         return self.home / "jobs" / str(job_id)
 
 
-# The Redis variant runs with `-m slow` until it has been proven under load: two failure modes were fixed
-# on 2026-11-25 (jobs received but never run with Celery's event loop; a re-queue holding SQLite's write
-# lock across the broker call), the second one late. The two-worker topology test in tests/deploy keeps
-# Redis covered in the default run.
-@pytest.fixture(scope="module", params=["filesystem", pytest.param("redis", marks=pytest.mark.slow)])
+# Both brokers run in the default suite. The Redis variant was `-m slow` while two failure modes were open
+# (jobs received but never run with Celery's event loop; a claim failing on SQLite's write lock under load,
+# which left the job queued with no message); both are fixed (worker.celery_app, backend.db.transact).
+@pytest.fixture(scope="module", params=["filesystem", "redis"])
 def wenv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerEnv]:
     if request.param == "redis" and not redis_available():
         if os.environ.get("CI"):
