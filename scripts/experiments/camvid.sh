@@ -3,15 +3,20 @@
 # supervision) and SIMULATED points (pCE vs SASFormer). Same model, schedule, data order and seeds
 # across arms (configs/camvid_*.yaml); mIoU over the 11 classes on val (void ignored).
 # Usage: scripts/experiments/camvid.sh [-s "0 1 2"] [RUN...]   (default: all five runs, seed 0)
-# RUN is one of: scribbles_pce scribbles_sasformer scribbles_full points_pce points_sasformer
+# RUN is one of: scribbles_pce scribbles_sasformer scribbles_full points_pce points_sasformer,
+# scribbles_stage2 points_stage2
 # Runs go to runs/camvid_<RUN>_s<seed>/ (log beside it); finished runs are skipped, cut ones resumed.
 # Summary: .venv/bin/python scripts/experiments/summarize.py camvid_scribbles --metric miou  (and camvid_points)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/experiments/lib.sh
+# RUN -> "config [override ...]": the *_stage2 runs are the SASFormer arms with the affinity loss on
+# stage 2 only (the MSCMR ablation's best row), to see whether that choice carries over to CamVid.
 declare -A configs=(
   [scribbles_pce]=camvid_scribbles_pce [scribbles_sasformer]=camvid_scribbles_sasformer
   [scribbles_full]=camvid_full [points_pce]=camvid_points_pce [points_sasformer]=camvid_points_sasformer
+  [scribbles_stage2]="camvid_scribbles_sasformer loss.stages=[2]"
+  [points_stage2]="camvid_points_sasformer loss.stages=[2]"
 )
 seeds="0"
 if [ "${1:-}" = "-s" ]; then seeds="$2"; shift 2; fi
@@ -22,6 +27,9 @@ for run in "${runs[@]}"; do
 done
 for seed in $seeds; do
   for run in "${runs[@]}"; do
-    run_experiment "runs/camvid_${run}_s${seed}" "${configs[$run]}" --set seed="$seed"
+    read -r config overrides <<< "${configs[$run]}"
+    sets=(--set "seed=$seed")
+    for kv in $overrides; do sets+=(--set "$kv"); done
+    run_experiment "runs/camvid_${run}_s${seed}" "$config" "${sets[@]}"
   done
 done
