@@ -14,6 +14,7 @@ declare -A rows=(
   [stage3]="loss.stages=[3]"
   [stage4]="loss.stages=[4]"
   [stages12]="loss.stages=[1,2]"
+  [stages123]="loss.stages=[1,2,3]"
   [stages34]="loss.stages=[3,4]"
   [stage2_alpha2]="loss.stages=[2] loss.alpha=2.4"
   [l2]="loss.distance=l2"

@@ -75,7 +75,7 @@ def test_affinity_gradients_reach_attention_unless_detached() -> None:
     model = build_sasformer(variant="b0", num_classes=3, drop_path_rate=0.0).train()
     x = torch.randn(1, 3, 64, 64)
     target = torch.full((1, 64, 64), 255)  # no labels: the loss is the affinity term alone
-    cfg = LossConfig(alpha=1.0)
+    cfg = LossConfig(alpha=1.0, stages=(1, 2, 3, 4))
     logits, maps = model(x, return_attention=True)
     assert all(a.requires_grad and a.grad_fn is not None for a in maps)
     out = sasformer_loss(logits, maps, target, cfg)
