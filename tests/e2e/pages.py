@@ -44,8 +44,12 @@ def wait(driver: WebDriver, cond: Callable[[], T], timeout: float = 30, what: st
     raise AssertionError(f"timed out after {timeout} s waiting for {what}; toasts: {toasts(driver)!r}; last: {last}")
 
 
-def css(driver: WebDriver, selector: str) -> WebElement:
-    return driver.find_element(By.CSS_SELECTOR, selector)
+def css(driver: WebDriver, selector: str, timeout: float = 30) -> WebElement:
+    """The first element matching ``selector``, once there is one: Gradio renders a tab's or a panel's
+    contents after the click that opens it, so an immediate lookup races the page."""
+    found = wait(driver, lambda: driver.find_elements(By.CSS_SELECTOR, selector), timeout, f"element {selector}",
+                 errors_ok=True)
+    return found[0]
 
 
 def text_of(driver: WebDriver, elem_id: str) -> str:
@@ -61,10 +65,15 @@ def toasts(driver: WebDriver) -> list[str]:
         return []
 
 
-def close_toasts(driver: WebDriver) -> None:
-    for b in driver.find_elements(By.CSS_SELECTOR, "[data-testid=toast-close]"):
-        with contextlib.suppress(WebDriverException):
-            b.click()
+def close_toasts(driver: WebDriver, timeout: float = 10) -> None:
+    """Close every toast and wait until they are gone: a closed toast fades out for a moment, and a wait
+    started meanwhile would still see its error and stop."""
+    def gone() -> bool:
+        for b in driver.find_elements(By.CSS_SELECTOR, "[data-testid=toast-close]"):
+            with contextlib.suppress(WebDriverException):
+                b.click()
+        return not toasts(driver)
+    wait(driver, gone, timeout, "the toasts to close", errors_ok=True)
 
 
 def open_ui(driver: WebDriver, base_url: str) -> None:
@@ -97,8 +106,13 @@ def pick_option(driver: WebDriver, dropdown_id: str, label_contains: str, timeou
     wait(driver, option, timeout, f"option {label_contains!r} in #{dropdown_id}").click()
 
 
-def type_into(driver: WebDriver, elem_id: str, text: str) -> None:
-    box = css(driver, f"#{elem_id} textarea, #{elem_id} input")
+def type_into(driver: WebDriver, elem_id: str, text: str, timeout: float = 30) -> None:
+    """Type into a textbox once it is shown (it may belong to a panel that a click has just opened)."""
+    def shown() -> WebElement | None:
+        found = [e for e in driver.find_elements(By.CSS_SELECTOR, f"#{elem_id} textarea, #{elem_id} input")
+                 if e.is_displayed()]
+        return found[0] if found else None
+    box = wait(driver, shown, timeout, f"the textbox #{elem_id}", errors_ok=True)
     box.clear()
     box.send_keys(text)
 
