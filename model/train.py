@@ -206,6 +206,231 @@ def _validate(model: SASFormer, val: DatasetSplit, cfg: TrainConfig, device: tor
     return rep
 
 
+# ---- the steps of a run ------------------------------------------------------------------------------
+@dataclass
+class _Placement:
+    """Where this process runs: its device and its place in a torchrun job (world 1 without one)."""
+
+    device: torch.device
+    rank: int
+    world: int
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _place(cfg: TrainConfig) -> _Placement:
+    """Pick the device, join the process group under torchrun, and set the CUDA flags."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if cfg.device:
+        device = torch.device(cfg.device)
+    elif torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+    return _Placement(device, rank, world)
+
+
+@dataclass
+class _RunState:
+    """Everything a checkpoint must hold to continue a run bit for bit, plus the run's fixed parts.
+
+    The model, optimiser, scheduler and scaler are built (and seeded) in ``_build_model_and_optimizer``
+    and overwritten by ``_restore``; ``step``/``best_*``/``history`` advance as the loop runs.
+    """
+
+    model: SASFormer
+    mcfg: ModelConfig
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+    amp_dtype: torch.dtype
+    step: int = 0
+    best_metric: float | None = None
+    best_step: int | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _build_model_and_optimizer(cfg: TrainConfig, train_data: DatasetSplit, place: _Placement) -> _RunState:
+    """Seed, build the model (bundle, pretrained or scratch), its optimiser, LR schedule and AMP scaler.
+
+    Seeding happens here, before the model is built, because weight initialisation draws from the
+    global RNG: a run and its resumed continuation must start from the same draws.
+    """
+    _seed_everything(cfg.seed + place.rank)
+    model, mcfg = build_model(cfg, train_data)
+    model.to(place.device).train()
+    optimizer = make_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    use_amp = cfg.amp and place.device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    return _RunState(model, mcfg, optimizer, scheduler, scaler, use_amp, amp_dtype)
+
+
+def _restore(state: _RunState, ckpt_path: Path, device: torch.device) -> None:
+    """Load weights, optimiser, scheduler, scaler, progress and RNG state from a checkpoint."""
+    if not ckpt_path.is_file():
+        raise TrainingError(f"cannot resume: no checkpoint at {ckpt_path}")
+    ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+    state.model.load_state_dict(ckpt["model"])
+    state.optimizer.load_state_dict(ckpt["optimizer"])
+    state.scheduler.load_state_dict(ckpt["scheduler"])
+    state.scaler.load_state_dict(ckpt["scaler"])
+    state.step, state.best_metric, state.best_step = ckpt["step"], ckpt["best_metric"], ckpt["best_step"]
+    state.history = ckpt["history"]
+    _set_rng_state(ckpt["rng"])
+
+
+def _save_checkpoint(state: _RunState, cfg: TrainConfig, ckpt_path: Path) -> None:
+    _atomic_torch_save({
+        "model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(), "scaler": state.scaler.state_dict(), "step": state.step,
+        "best_metric": state.best_metric, "best_step": state.best_step, "history": state.history,
+        "rng": _rng_state(), "config": cfg.to_dict(),
+    }, ckpt_path)
+
+
+def _make_loader(cfg: TrainConfig, train_data: DatasetSplit, mcfg: ModelConfig, start_step: int,
+                 place: _Placement) -> DataLoader:
+    """The augmented training batches from micro-step ``start_step * grad_accum`` on (see StepBatchSampler)."""
+    transform = TrainTransform(crop_size=cfg.crop_size, scale_range=cfg.scale_range, hflip_prob=cfg.hflip,
+                               brightness=cfg.brightness, contrast=cfg.contrast,
+                               ignore_index=cfg.loss.ignore_index)
+    dataset = SparseSegDataset(train_data, transform, mcfg.mean, mcfg.std, target=cfg.data.target, seed=cfg.seed)
+    sampler = StepBatchSampler(len(dataset), cfg.batch_size, start_step * cfg.grad_accum,
+                               cfg.steps * cfg.grad_accum, cfg.seed, place.rank, place.world)
+    return DataLoader(_EpochIndexed(dataset), batch_sampler=sampler, num_workers=cfg.num_workers,
+                      pin_memory=place.device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed))
+
+
+def _train_step(state: _RunState, net: torch.nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+                cfg: TrainConfig, device: torch.device, capture: bool) -> dict[str, float]:
+    """One optimiser step over ``grad_accum`` micro-batches; returns the loss terms averaged over them."""
+    state.optimizer.zero_grad(set_to_none=True)
+    terms: dict[str, float] = {}
+    for _ in range(cfg.grad_accum):
+        x, y = next(batches)
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
+        autocast = torch.autocast("cuda", dtype=state.amp_dtype) if state.use_amp else nullcontext()
+        with autocast:
+            if capture:
+                logits, maps = net(x, return_qk=True, detach_attention=cfg.loss.detach_attention)
+            else:
+                logits, maps = net(x), None
+        out_loss = sasformer_loss(logits.float(), maps, y, cfg.loss, state.step)
+        state.scaler.scale(out_loss.loss / cfg.grad_accum).backward()
+        for k, v in out_loss.scalars().items():
+            terms[k] = terms.get(k, 0.0) + v / cfg.grad_accum
+    if cfg.grad_clip:
+        state.scaler.unscale_(state.optimizer)
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.scheduler.step()
+    state.step += 1
+    return terms
+
+
+class _Run:
+    """The side effects of one run: the JSONL log and callback, validation with the best bundle, and
+    the checkpoint and final bundles. Only rank 0 writes; the other ranks call these as no-ops."""
+
+    def __init__(self, cfg: TrainConfig, state: _RunState, place: _Placement, out: Path,
+                 train_data: DatasetSplit, val_data: DatasetSplit | None, callbacks: Callbacks) -> None:
+        self.cfg, self.state, self.place, self.out = cfg, state, place, out
+        self.val_data, self.callbacks = val_data, callbacks
+        self.ckpt_path = out / CHECKPOINT
+        self.log = (out / "metrics.jsonl").open("a") if place.is_main else None
+        self.data_info = {"train_images": len(train_data),
+                          "val_images": len(val_data) if val_data is not None else 0,
+                          "train_labels": report(list(train_data), target=cfg.data.target)["labeled_fraction"]}
+
+    def emit(self, event: dict[str, Any]) -> None:
+        if self.log is not None:
+            self.log.write(json.dumps(event) + "\n")
+            self.log.flush()
+        if self.callbacks.on_progress is not None and self.place.is_main:
+            self.callbacks.on_progress(event)
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
+
+    def save_checkpoint(self) -> None:
+        if self.place.is_main:
+            _save_checkpoint(self.state, self.cfg, self.ckpt_path)
+
+    def provenance(self, status: str, report_dict: dict[str, Any] | None) -> dict[str, Any]:
+        s, cfg = self.state, self.cfg
+        return {"train_config": cfg.to_dict(), "steps": s.step, "status": status, "data": self.data_info,
+                "base": cfg.init_bundle or cfg.pretrained or "scratch",
+                "metrics": {cfg.val_metric: s.best_metric, "best_step": s.best_step, "report": report_dict}}
+
+    def validate(self) -> dict[str, Any] | None:
+        """Score the current weights on val, log them, keep ``best/`` if they beat the best so far."""
+        s, cfg = self.state, self.cfg
+        if self.val_data is None or not self.place.is_main:
+            return None
+        rep = _validate(s.model, self.val_data, cfg, self.place.device)
+        value = rep.metric(cfg.val_metric)
+        record = {"event": "val", "step": s.step, cfg.val_metric: value, "miou": rep.miou,
+                  "mean_dice": rep.mean_dice}
+        if rep.volume_confusions:
+            record["volume_dice"] = rep.mean_volume_dice
+        s.history.append(record)
+        if math.isfinite(value) and (s.best_metric is None or value > s.best_metric):
+            s.best_metric, s.best_step = value, s.step
+            save_bundle(s.model, self.out / "best", self.provenance("best", rep.to_dict()), overwrite=True)
+        self.emit({**record, "best": s.best_metric, "best_step": s.best_step})
+        return rep.to_dict()
+
+    def log_train(self, terms: dict[str, float], t0: float, since: tuple[float, int], bar: tqdm) -> float:
+        """Emit a ``train`` event: loss terms, LR, throughput since ``since = (time, step)``, ETA.
+
+        Returns the time the rate was measured at, the start of the next rate's window."""
+        s, cfg = self.state, self.cfg
+        now = time.perf_counter()
+        rate = (s.step - since[1]) / max(now - since[0], 1e-9)
+        event = {"event": "train", "step": s.step, "total": cfg.steps, **terms,
+                 "lr": s.optimizer.param_groups[0]["lr"], "steps_per_s": rate,
+                 "images_per_s": rate * cfg.batch_size * cfg.grad_accum * self.place.world,
+                 "eta_s": (cfg.steps - s.step) / rate if rate > 0 else None,
+                 "elapsed_s": now - t0, "best": s.best_metric}
+        bar.set_postfix({k: f"{terms[k]:.3f}" for k in ("loss", "pce", "aff") if k in terms}
+                        | {"lr": f"{event['lr']:.1e}"})
+        self.emit(event)
+        return now
+
+    def save_outputs(self, status: Status, final_report: dict[str, Any] | None, t0: float) -> None:
+        """The end of every run, however it stopped: checkpoint, ``last/`` bundle and an ``end`` event."""
+        s = self.state
+        self.save_checkpoint()
+        if self.place.is_main:
+            save_bundle(s.model, self.out / "last", self.provenance(status, final_report), overwrite=True)
+            self.emit({"event": "end", "status": status, "step": s.step, "best": s.best_metric,
+                       "best_step": s.best_step, "elapsed_s": time.perf_counter() - t0})
+
+
+def _check_labels(cfg: TrainConfig, train_data: DatasetSplit) -> None:
+    if not any(s.sparse is not None and (s.sparse != cfg.loss.ignore_index).any() for s in train_data) \
+            and cfg.data.target == "sparse":
+        raise TrainingError("the training data has no labeled pixel: draw some scribbles or points first")
+
+
 # ---- the loop ----------------------------------------------------------------------------------------
 def train(
     cfg: TrainConfig,
@@ -229,160 +454,43 @@ def train(
     if train_data is None:
         train_data, loaded_val = load_data(cfg)
         val_data = val_data if val_data is not None else loaded_val
-    if not any(s.sparse is not None and (s.sparse != cfg.loss.ignore_index).any() for s in train_data) \
-            and cfg.data.target == "sparse":
-        raise TrainingError("the training data has no labeled pixel: draw some scribbles or points first")
+    _check_labels(cfg, train_data)
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    distributed = world > 1
-    if cfg.device:
-        device = torch.device(cfg.device)
-    elif torch.cuda.is_available():
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    else:
-        device = torch.device("cpu")
-    if distributed and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    is_main = rank == 0
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = True
-
+    place = _place(cfg)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _seed_everything(cfg.seed + rank)
-    model, mcfg = build_model(cfg, train_data)
-    model.to(device).train()
-    optimizer = make_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
-    use_amp = cfg.amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-
-    step, best_metric, best_step = 0, None, None
-    history: list[dict[str, Any]] = []
-    ckpt_path = out / CHECKPOINT
+    state = _build_model_and_optimizer(cfg, train_data, place)
     if resume:
-        if not ckpt_path.is_file():
-            raise TrainingError(f"cannot resume: no checkpoint at {ckpt_path}")
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        step, best_metric, best_step = ckpt["step"], ckpt["best_metric"], ckpt["best_step"]
-        history = ckpt["history"]
-        _set_rng_state(ckpt["rng"])
-    if is_main:
+        _restore(state, out / CHECKPOINT, place.device)
+    if place.is_main:
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
 
-    net: torch.nn.Module = model
-    if distributed:
+    net: torch.nn.Module = state.model
+    if place.distributed:
         net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    transform = TrainTransform(crop_size=cfg.crop_size, scale_range=cfg.scale_range, hflip_prob=cfg.hflip,
-                               brightness=cfg.brightness, contrast=cfg.contrast,
-                               ignore_index=cfg.loss.ignore_index)
-    dataset = SparseSegDataset(train_data, transform, mcfg.mean, mcfg.std, target=cfg.data.target, seed=cfg.seed)
-    sampler = StepBatchSampler(len(dataset), cfg.batch_size, step * cfg.grad_accum, cfg.steps * cfg.grad_accum,
-                               cfg.seed, rank, world)
-    loader = DataLoader(_EpochIndexed(dataset), batch_sampler=sampler, num_workers=cfg.num_workers,
-                        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed))
+            state.model, device_ids=[place.device.index] if place.device.type == "cuda" else None)
+    loader = _make_loader(cfg, train_data, state.mcfg, state.step, place)
     capture = needs_attention(cfg.loss)
-    log = (out / "metrics.jsonl").open("a") if is_main else None
-    data_info = {"train_images": len(train_data), "val_images": len(val_data) if val_data is not None else 0,
-                 "train_labels": report(list(train_data), target=cfg.data.target)["labeled_fraction"]}
-
-    def emit(event: dict[str, Any]) -> None:
-        if log is not None:
-            log.write(json.dumps(event) + "\n")
-            log.flush()
-        if callbacks.on_progress is not None and is_main:
-            callbacks.on_progress(event)
-
-    def save_checkpoint() -> None:
-        if not is_main:
-            return
-        _atomic_torch_save({
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "step": step,
-            "best_metric": best_metric, "best_step": best_step, "history": history, "rng": _rng_state(),
-            "config": cfg.to_dict(),
-        }, ckpt_path)
-
-    def provenance(status: str, report_dict: dict[str, Any] | None) -> dict[str, Any]:
-        return {"train_config": cfg.to_dict(), "steps": step, "status": status, "data": data_info,
-                "base": cfg.init_bundle or cfg.pretrained or "scratch",
-                "metrics": {cfg.val_metric: best_metric, "best_step": best_step, "report": report_dict}}
-
-    def run_validation() -> dict[str, Any] | None:
-        nonlocal best_metric, best_step
-        if val_data is None or not is_main:
-            return None
-        rep = _validate(model, val_data, cfg, device)
-        value = rep.metric(cfg.val_metric)
-        record = {"event": "val", "step": step, cfg.val_metric: value, "miou": rep.miou,
-                  "mean_dice": rep.mean_dice}
-        if rep.volume_confusions:
-            record["volume_dice"] = rep.mean_volume_dice
-        history.append(record)
-        if math.isfinite(value) and (best_metric is None or value > best_metric):
-            best_metric, best_step = value, step
-            save_bundle(model, out / "best", provenance("best", rep.to_dict()), overwrite=True)
-        emit({**record, "best": best_metric, "best_step": best_step})
-        return rep.to_dict()
+    run = _Run(cfg, state, place, out, train_data, val_data, callbacks)
 
     status: Status = "completed"
     t0 = time.perf_counter()
-    start_step = step
-    last_log_t, last_log_step = t0, step
-    bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", disable=not (progress_bar and is_main),
-               dynamic_ncols=True)
+    start_step = state.step
+    since = (t0, state.step)
+    bar = tqdm(total=cfg.steps, initial=state.step, desc="train", unit="step",
+               disable=not (progress_bar and place.is_main), dynamic_ncols=True)
     batches = iter(loader)
     try:
-        while step < cfg.steps:
-            optimizer.zero_grad(set_to_none=True)
-            terms: dict[str, float] = {}
-            for _ in range(cfg.grad_accum):
-                x, y = next(batches)
-                x = x.to(device, non_blocking=True)
-                y = y.to(device, non_blocking=True)
-                autocast = torch.autocast("cuda", dtype=amp_dtype) if use_amp else nullcontext()
-                with autocast:
-                    if capture:
-                        logits, maps = net(x, return_qk=True, detach_attention=cfg.loss.detach_attention)
-                    else:
-                        logits, maps = net(x), None
-                out_loss = sasformer_loss(logits.float(), maps, y, cfg.loss, step)
-                scaler.scale(out_loss.loss / cfg.grad_accum).backward()
-                for k, v in out_loss.scalars().items():
-                    terms[k] = terms.get(k, 0.0) + v / cfg.grad_accum
-            if cfg.grad_clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            step += 1
+        while state.step < cfg.steps:
+            terms = _train_step(state, net, batches, cfg, place.device, capture)
             bar.update(1)
+            step = state.step
             if step % cfg.log_every == 0 or step == cfg.steps:
-                now = time.perf_counter()
-                rate = (step - last_log_step) / max(now - last_log_t, 1e-9)
-                last_log_t, last_log_step = now, step
-                event = {"event": "train", "step": step, "total": cfg.steps, **terms,
-                         "lr": optimizer.param_groups[0]["lr"], "steps_per_s": rate,
-                         "images_per_s": rate * cfg.batch_size * cfg.grad_accum * world,
-                         "eta_s": (cfg.steps - step) / rate if rate > 0 else None,
-                         "elapsed_s": now - t0, "best": best_metric}
-                bar.set_postfix({k: f"{terms[k]:.3f}" for k in ("loss", "pce", "aff") if k in terms}
-                                | {"lr": f"{event['lr']:.1e}"})
-                emit(event)
+                since = (run.log_train(terms, t0, since, bar), step)
             if step % cfg.val_every == 0 and step < cfg.steps:
-                run_validation()
+                run.validate()
             if step % cfg.ckpt_every == 0:
-                save_checkpoint()
+                run.save_checkpoint()
             if callbacks.should_stop is not None and callbacks.should_stop():
                 status = "stopped"
                 break
@@ -395,16 +503,12 @@ def train(
         bar.close()
 
     final_report = None
-    if status in ("completed", "time_budget") and step > start_step:
-        final_report = run_validation()
-    save_checkpoint()
-    if is_main:
-        save_bundle(model, out / "last", provenance(status, final_report), overwrite=True)
-        emit({"event": "end", "status": status, "step": step, "best": best_metric, "best_step": best_step,
-              "elapsed_s": time.perf_counter() - t0})
-    if log is not None:
-        log.close()
-    if distributed:
+    if status in ("completed", "time_budget") and state.step > start_step:
+        final_report = run.validate()
+    run.save_outputs(status, final_report, t0)
+    run.close()
+    if place.distributed:
         dist.barrier()
+    best_metric = state.best_metric
     bundle = out / "best" if (out / "best").is_dir() and best_metric is not None else out / "last"
-    return TrainResult(bundle, status, step, best_metric, best_step, history, final_report)
+    return TrainResult(bundle, status, state.step, best_metric, state.best_step, state.history, final_report)
