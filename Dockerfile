@@ -62,6 +62,8 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 # The code, then the project itself (editable, like scripts/bootstrap.sh; no dependency is resolved again).
 # /app stays root-owned: the service user can read the code but not change it.
 COPY model ./model
+COPY core ./core
+COPY jobs ./jobs
 COPY backend ./backend
 COPY worker ./worker
 COPY webui ./webui

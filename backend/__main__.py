@@ -6,7 +6,7 @@ import argparse
 
 import uvicorn
 
-from .settings import Settings
+from core.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> None:

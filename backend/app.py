@@ -5,19 +5,23 @@ from __future__ import annotations
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from core.db import make_engine, make_sessionmaker, migrate
+from core.settings import Settings
+from jobs.queue import CeleryJobQueue, JobQueue
+
 from . import __version__
-from .db import make_engine, make_sessionmaker, migrate
 from .deps import AppContext, require_auth
 from .errors import install_error_handlers
 from .logs import BodyLimitMiddleware, RequestContextMiddleware, setup_logging
 from .routers import annotations as annotations_router
 from .routers import attention, export, health, images, jobs, models, projects, segment
 from .services.annotations import AnnotationService
-from .services.images import ImageStore
-from .services.jobs import JobQueue, JobService, WorkerJobQueue
+from .services.export import Exporter
+from .services.images import ImageService
+from .services.jobs import JobService
 from .services.predictions import PredictionService
 from .services.registry import ModelRegistry
-from .settings import Settings
+from .services.segmentation import SegmentationService
 
 DESCRIPTION = """Dense masks from sparse scribbles and clicks (SASFormer). Errors are JSON `{"detail": ...}`.
 A new project's first model version is randomly initialised (or from a configured pretrained checkpoint):
@@ -31,10 +35,14 @@ def build_context(settings: Settings, queue: JobQueue | None = None) -> AppConte
     migrate(engine)
     registry = ModelRegistry(settings)
     ann = AnnotationService(settings)
+    images = ImageService(settings)
+    predictions = PredictionService(settings)
     return AppContext(
         settings=settings, engine=engine, sessions=make_sessionmaker(engine), registry=registry,
-        images=ImageStore(settings), annotations=ann, predictions=PredictionService(settings),
-        jobs=JobService(settings, queue or WorkerJobQueue(settings), registry, ann),
+        images=images, annotations=ann, predictions=predictions,
+        jobs=JobService(settings, queue or CeleryJobQueue(settings), registry, ann),
+        segmentation=SegmentationService(registry, images, predictions),
+        exports=Exporter(registry, images, predictions, ann),
     )
 
 

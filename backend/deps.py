@@ -16,15 +16,19 @@ from fastapi import Depends, Header, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from .db import session_scope
-from .errors import ErrorCode, ServiceError, not_found
-from .orm import Image, Project
+from core.db import session_scope
+from core.errors import ErrorCode, ServiceError
+from core.settings import Settings
+
 from .services.annotations import AnnotationService
-from .services.images import ImageStore
+from .services.export import Exporter
+from .services.images import ImageService
 from .services.jobs import JobService
+from .services.lookup import image_or_404 as image_or_404
+from .services.lookup import project_or_404 as project_or_404
 from .services.predictions import PredictionService
 from .services.registry import ModelRegistry
-from .settings import Settings
+from .services.segmentation import SegmentationService
 
 
 @dataclass
@@ -33,10 +37,12 @@ class AppContext:
     engine: Engine
     sessions: sessionmaker[Session]
     registry: ModelRegistry
-    images: ImageStore
+    images: ImageService
     annotations: AnnotationService
     predictions: PredictionService
     jobs: JobService
+    segmentation: SegmentationService
+    exports: Exporter
 
 
 def get_ctx(request: Request) -> AppContext:
@@ -93,17 +99,3 @@ def require_auth(request: Request, authorization: Annotated[str | None, Header()
 
 
 PrincipalDep = Annotated[Principal, Depends(require_auth)]
-
-
-def project_or_404(session: Session, project_id: int) -> Project:
-    project = session.get(Project, project_id)
-    if project is None:
-        raise not_found("project", project_id)
-    return project
-
-
-def image_or_404(session: Session, image_id: int) -> Image:
-    image = session.get(Image, image_id)
-    if image is None:
-        raise not_found("image", image_id)
-    return image

@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 from fastapi.testclient import TestClient  # noqa: E402
 
 from backend.app import create_app  # noqa: E402
-from backend.settings import Settings  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from model.data import load_mscmr, simulate_scribbles  # noqa: E402
 from model.evaluate import accumulate  # noqa: E402
 

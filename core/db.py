@@ -1,6 +1,6 @@
 """Database engine and sessions (SQLAlchemy 2): SQLite in WAL mode by default, PostgreSQL by URL.
 
-The schema is owned by the Alembic migrations in ``backend/migrations``; ``migrate`` brings any
+The schema is owned by the Alembic migrations in ``core/migrations``; ``migrate`` brings any
 database to the latest revision at start-up, so a fresh data directory just works.
 """
 

@@ -9,7 +9,9 @@ JSON/YAML without custom code.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
+
+from .colors import default_palette
 
 # MiT (SegFormer encoder) hyper-parameters, from the SegFormer paper (Xie et al., 2021), Table 6.
 # Every variant shares heads (1, 2, 5, 8), spatial-reduction ratios (8, 4, 2, 1) and MLP ratio 4.
@@ -42,21 +44,6 @@ def _known_fields(cls: type, d: dict[str, Any], what: str) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown {what}: {sorted(unknown)}")
     return d
-
-
-def _default_palette(n: int) -> list[tuple[int, int, int]]:
-    """Distinct colours for n classes (PASCAL VOC's bit-interleaved palette), so a bundle always has colours."""
-    palette = []
-    for i in range(n):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        palette.append((r, g, b))
-    return palette
 
 
 @dataclass
@@ -110,7 +97,7 @@ class ModelConfig:
         if len(self.class_names) != self.num_classes:
             raise ValueError(f"{len(self.class_names)} class names given for num_classes={self.num_classes}")
         if not self.class_colors:
-            self.class_colors = _default_palette(self.num_classes)
+            self.class_colors = default_palette(self.num_classes)
         self.class_colors = [tuple(int(v) for v in c) for c in self.class_colors]  # type: ignore[misc]
         if len(self.class_colors) != self.num_classes:
             raise ValueError(f"{len(self.class_colors)} class colours given for num_classes={self.num_classes}")
@@ -178,6 +165,16 @@ class LossConfig:
             early predictions are noise and propagating them only slows learning.
         detach_attention: stop gradients into the attention (the paper does not; kept as an option).
         ignore_index: label value of unlabeled pixels.
+        pseudo_weight: weight of the propagated pseudo-label term (0 = off, the default, so every
+            result in docs/RESULTS.md reproduces). It uses the affinity as the paper's Eq. 4 also
+            allows: ``Y_l = A_l @ P'_l`` (stop-gradient) becomes a hard target, ``argmax Y``, for the
+            unlabeled pixels where ``max Y > pseudo_threshold``; CE on the decoder's 1/4-resolution
+            logits, averaged over those pixels and the affinity ``stages``. Unlike L_aff, which only
+            asks P to agree with its neighbours' mean, this commits confident propagated labels,
+            the self-training the scribble methods that lead on unseen MSCMR subjects rely on.
+        pseudo_threshold: confidence gate on the propagated distribution (0-1).
+        pseudo_warmup_steps: ramp pseudo_weight linearly from 0 over this many steps (early
+            predictions are noise; 0 = constant).
     """
 
     alpha: float = 1.2
@@ -189,8 +186,14 @@ class LossConfig:
     alpha_warmup_steps: int = 0
     detach_attention: bool = False
     ignore_index: int = IGNORE_INDEX
+    pseudo_weight: float = 0.0
+    pseudo_threshold: float = 0.9
+    pseudo_warmup_steps: int = 0
 
     def __post_init__(self) -> None:
+        if self.pseudo_weight < 0 or not 0.0 <= self.pseudo_threshold <= 1.0:
+            raise ValueError(f"pseudo_weight must be >= 0 and pseudo_threshold in 0-1, got "
+                             f"{self.pseudo_weight}, {self.pseudo_threshold}")
         self.stages = tuple(sorted({int(s) for s in self.stages}))
         if not set(self.stages) <= {1, 2, 3, 4}:
             raise ValueError(f"affinity stages must be a subset of 1-4, got {self.stages}")
@@ -206,6 +209,11 @@ class LossConfig:
         """The paper's alpha for the kind of sparse label (1.2 scribbles, 0.2 points)."""
         alpha = {"scribbles": 1.2, "points": 0.2}[kind]
         return cls(**{"alpha": alpha, **overrides})
+
+    def pseudo_weight_at(self, step: int) -> float:
+        if self.pseudo_warmup_steps <= 0:
+            return self.pseudo_weight
+        return self.pseudo_weight * min(1.0, (step + 1) / self.pseudo_warmup_steps)
 
     def alpha_at(self, step: int) -> float:
         if self.alpha_warmup_steps <= 0:
@@ -238,6 +246,11 @@ class DataConfig:
     simulate_params: dict[str, Any] = field(default_factory=dict)
     max_train_samples: int | None = None
     max_val_samples: int | None = None
+    # Subject-level cross-validation (model.data.folds): with ``fold`` set, training uses the train
+    # split minus that fold's groups and validation is the held-out fold (on its sparse labels when it
+    # has no dense masks); ``val`` is then not used during training. Both None: no CV.
+    folds: str | None = None
+    fold: int | None = None
 
 
 @dataclass
@@ -309,3 +322,31 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         return cls(**_known_fields(cls, d, "training config keys"))
+
+    # ---- the interactive (fine-tune job) recipe -------------------------------------------------
+    LR_SCRATCH: ClassVar[float] = 6e-4  # AdamW base LR from random weights (SegFormer's recipe)
+    LR_FINETUNE: ClassVar[float] = 6e-5  # from a trained or pretrained model: 10x lower, keeps what it knows
+
+    @classmethod
+    def for_interactive(cls, model: ModelConfig, *, steps: int, batch_size: int, crop_size: int, seed: int,
+                        annotation: Literal["scribbles", "points"] = "scribbles", alpha: float | None = None,
+                        lr: float | None = None, from_random: bool = True, init_bundle: str | None = None,
+                        pretrained: str | None = None, time_budget_s: float | None = None,
+                        checkpoint_every: int = 50, out_dir: str = "runs/interactive",
+                        device: str | None = None) -> TrainConfig:
+        """The recipe of a fine-tune job on a project's few labelled images (minutes on a CPU).
+
+        Why these values: warm-up is a tenth of the run (at most 100 steps) so short jobs still reach
+        their LR; validation four times per run (at most every 150 steps) on the held-out labelled
+        pixels, so promotion has a score without validating every few steps; every step is logged
+        because a job's progress is what the user watches; the LR defaults to ``LR_SCRATCH`` from
+        random weights and ``LR_FINETUNE`` otherwise; alpha follows the paper per annotation kind.
+        """
+        loss = LossConfig.for_annotation(annotation, **({"alpha": alpha} if alpha is not None else {}))
+        return cls(
+            model=model, loss=loss, init_bundle=init_bundle, pretrained=pretrained,
+            lr=lr if lr is not None else (cls.LR_SCRATCH if from_random else cls.LR_FINETUNE),
+            warmup_steps=max(1, min(100, steps // 10)), steps=steps, batch_size=batch_size, crop_size=crop_size,
+            seed=seed, val_every=max(1, min(150, steps // 4)), log_every=1, ckpt_every=min(checkpoint_every, steps),
+            time_budget_s=time_budget_s, out_dir=out_dir, device=device, num_workers=0, val_metric="miou",
+        )

@@ -42,6 +42,23 @@ class Prediction:
         return -(p * np.log(p)).sum(0)
 
 
+@dataclass(frozen=True)
+class EncoderOutput:
+    """The encoder's view of one image (``Predictor.encoder_features``), for heads trained on frozen features.
+
+    ``stages``: four ``(C_i, h_i, w_i)`` float32 CPU tensors over the padded network input;
+    ``attention``: ``{stage: (h_q, w_q, h_k, w_k)}`` mean attention of the requested stages (1-based);
+    ``padded_hw``/``valid_hw``: the padded input size and the part of it that is the image (after any
+    ``max_side`` downscale); ``image_hw``: the image's own size.
+    """
+
+    stages: tuple[torch.Tensor, ...]
+    attention: dict[int, torch.Tensor]
+    padded_hw: tuple[int, int]
+    valid_hw: tuple[int, int]
+    image_hw: tuple[int, int]
+
+
 class Predictor:
     """Runs one model on images of any size; safe to share between threads.
 
@@ -62,6 +79,8 @@ class Predictor:
         self.cfg = model.cfg
         self.max_side = max_side
         self.pad_multiple = 32
+        # the one inference lock of the service: attention capture switches module state during a forward,
+        # and on a CPU parallel forwards only fight over cores
         self._lock = threading.Lock()
 
     # ---- preprocessing -------------------------------------------------------------------------
@@ -123,6 +142,38 @@ class Predictor:
         probs = logp.exp()
         class_map = probs.argmax(0).to(torch.uint8)
         return Prediction(class_map.cpu().numpy(), probs.cpu().numpy().astype(np.float32))
+
+    # ---- frozen features (opt-in; the live head of model.live) -------------------------------------
+    @torch.inference_mode()
+    def encoder_features(self, image: ImageLike, attention_stages: Sequence[int] = ()) -> EncoderOutput:
+        """The four MiT stage maps of one forward (no TTA), on CPU, and optionally stage attention.
+
+        Maps stay at their native 1/4..1/16 resolution over the padded input (a few MB for 512x512);
+        callers sample or project them and bring the result to pixels (``model.live.features``).
+        ``attention_stages`` (1-4) also returns those stages' mean attention ``A_l`` as
+        ``(h_q, w_q, h_k, w_k)``, from the same forward (the explicit-softmax path, slower than fused).
+        """
+        rgb = to_rgb_array(image)
+        h, w = rgb.shape[:2]
+        x, valid = self._prepare(rgb)
+        wanted = sorted({int(s) for s in attention_stages})
+        if any(s not in (1, 2, 3, 4) for s in wanted):
+            raise ValueError(f"attention stages must be 1-4, got {list(attention_stages)}")
+        maps: list[torch.Tensor] = []
+        with self._lock:
+            if wanted:
+                with self.model.encoder.capture_attention() as capture:
+                    feats = self.model.encoder(x)
+                maps = capture.stage_means()
+            else:
+                feats = self.model.encoder(x)
+        att: dict[int, torch.Tensor] = {}
+        for s in wanted:
+            hq, wq = feats[s - 1].shape[-2:]
+            hk, wk = self.model.encoder.key_grid(s - 1, (hq, wq))
+            att[s] = maps[s - 1][0].reshape(hq, wq, hk, wk).float().cpu()
+        return EncoderOutput(tuple(f[0].float().cpu() for f in feats), att, (int(x.shape[-2]), int(x.shape[-1])),
+                             (int(valid[0]), int(valid[1])), (h, w))
 
     # ---- attention -----------------------------------------------------------------------------
     @torch.inference_mode()

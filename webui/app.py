@@ -13,7 +13,7 @@ import webui  # noqa: F401  (sets GRADIO_ANALYTICS_ENABLED / HF_HUB_OFFLINE befo
 import gradio as gr  # isort: skip
 from fastapi import FastAPI
 
-from backend.settings import Settings
+from core.settings import Settings
 
 from .components import annotate, explore, learn
 from .components.common import Shared, ui_errors

@@ -1,6 +1,6 @@
-"""Fine-tune worker: Celery app, the ``fine_tune`` task, and the client functions the API calls.
+"""Fine-tune worker: the Celery app (``worker.celery_app``), the ``fine_tune`` task (``worker.tasks``)
+and one job from claim to registered version (``worker.finetune``).
 
-``worker.client`` (submit/cancel) is light: the API imports it without the training stack.
-``worker.tasks`` holds the task; ``worker.finetune`` the job logic (labels -> ``model.train.train``
--> registry); ``worker.holdout`` the held-out split of labelled pixels.
+It depends on ``model``, ``core`` and ``jobs``, never on the API (``backend``); the API publishes to it
+by task name through ``jobs.queue``.
 """

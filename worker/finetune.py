@@ -1,7 +1,7 @@
 """One fine-tune job, from the database row to a registered model version.
 
 ``run_job(job_id, settings)``: claim the job (at-least-once delivery made safe), load the project's
-labels as they were when the job first started, split off the held-out pixels (``worker.holdout``),
+labels as they were when the job first started, split off the held-out pixels (``jobs.holdout``),
 call ``model.train.train`` (the one training loop) with callbacks that write progress to the jobs
 table and a JSONL log and read the cancel flag, then evaluate the new and the active version on the
 same held-out pixels, write the bundle atomically, and register it (promoted only if it is better).
@@ -23,33 +23,28 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.db import make_engine, make_sessionmaker, session_scope, transact
-from backend.orm import AnnotationRevision, Image, Job, ModelVersion, Project
-from backend.schemas.jobs import TERMINAL_STATES, JobCreate, JobProgress
-from backend.services import jobs as jobs_svc
-from backend.services.annotations import AnnotationService
-from backend.services.images import ImageStore
-from backend.services.registry import ModelRegistry, rgb_color
-from backend.settings import Settings
-from backend.storage import atomic_write
-from model import IGNORE_INDEX, LossConfig, ModelConfig, Predictor, load_bundle, read_bundle_meta, save_bundle
+from core.db import make_engine, make_sessionmaker, session_scope, transact
+from core.errors import ServiceError
+from core.orm import Job, ModelVersion, Project
+from core.settings import Settings
+from core.storage import atomic_write
+from core.versions import VersionStore
+from jobs import lifecycle
+from jobs.holdout import Split, block_size, split_labels
+from jobs.inputs import Inputs, JobError
+from jobs.schemas import TERMINAL_STATES, JobCreate, JobProgress
+from model import IGNORE_INDEX, ModelConfig, Predictor, load_bundle, read_bundle_meta, save_bundle
 from model.bundle import BundleError, code_version
+from model.colors import class_colors
 from model.config import TrainConfig
 from model.data import ClassInfo, DatasetSplit, Sample
 from model.evaluate import evaluate
 from model.train import CHECKPOINT, Callbacks, TrainingError, TrainResult, train
 
-from .holdout import block_size, split_labels
-
 log = logging.getLogger("sasformer.worker")
 
 PROGRESS_EVERY_S = 0.5  # DB writes of train progress at most this often (validation events: always)
 CANCEL_POLL_S = 0.5  # should_stop reads the flag at most this often: a cancel lands within ~a step + 0.5 s
-LR_SCRATCH, LR_FINETUNE = 6e-4, 6e-5
-
-
-class JobError(Exception):
-    """A job that cannot run as asked; the message is shown to the user as the job's error."""
 
 
 # ---- the per-job log -----------------------------------------------------------------------------------
@@ -99,52 +94,9 @@ class Heartbeat(threading.Thread):
         while not self.halt.wait(self.every_s):
             try:
                 with session_scope(self.sessions) as s:
-                    self.cancel = jobs_svc.heartbeat(s, self.job_id, self.me) or self.cancel
+                    self.cancel = lifecycle.heartbeat(s, self.job_id, self.me) or self.cancel
             except Exception:
                 log.exception("heartbeat of job %s failed", self.job_id)
-
-
-# ---- inputs --------------------------------------------------------------------------------------------
-@dataclass
-class Inputs:
-    """The labels a job trains on, pinned at its first start so a resumed attempt sees the same data."""
-
-    items: list[dict[str, Any]]  # {image_id, revision, revision_id, sha256, labeled_pixels}
-
-    @classmethod
-    def pin(cls, session: Session, project: Project, params: JobCreate) -> Inputs:
-        q = select(Image).where(Image.project_id == project.id).order_by(Image.id)
-        if params.images is not None:
-            q = q.where(Image.id.in_(params.images))
-        items = []
-        for image in session.scalars(q):
-            rev = session.scalar(select(AnnotationRevision).where(AnnotationRevision.image_id == image.id)
-                                 .order_by(AnnotationRevision.revision.desc()).limit(1))
-            if rev is not None and rev.labeled_pixels > 0:
-                items.append({"image_id": image.id, "revision": rev.revision, "revision_id": rev.id,
-                              "sha256": image.sha256, "labeled_pixels": rev.labeled_pixels})
-        if not items:
-            raise JobError(f"project {project.id} has no labelled images to train on (draw scribbles or points "
-                           "on at least one image first)")
-        return cls(items)
-
-
-def load_samples(session: Session, settings: Settings, inputs: Inputs) -> tuple[list[Sample], list[np.ndarray]]:
-    """Images (RGB uint8, the model's conversion) and their sparse labels at the pinned revisions."""
-    images, annotations = ImageStore(settings), AnnotationService(settings)
-    samples, labels = [], []
-    for it in inputs.items:
-        image = session.get(Image, it["image_id"])
-        if image is None:
-            raise JobError(f"image {it['image_id']} was deleted after the job was queued")
-        rev = annotations.revision(session, image.id, it["revision"])
-        rgb = images.rgb(image)
-        label = annotations.label(rev, image)
-        if label.shape != rgb.shape[:2]:
-            raise JobError(f"label of image {image.id} is {label.shape}, the image {rgb.shape[:2]}")
-        samples.append(Sample(name=f"img{image.id}", image=rgb))
-        labels.append(label)
-    return samples, labels
 
 
 # ---- progress and cancel -------------------------------------------------------------------------------
@@ -195,7 +147,7 @@ class Reporter:
                     self.cancel = job.cancel_requested or self.cancel
         else:
             with session_scope(self.sessions) as s:
-                self.cancel = jobs_svc.record_progress(s, self.job_id, progress) or self.cancel
+                self.cancel = lifecycle.record_progress(s, self.job_id, progress) or self.cancel
         self.last_write = self.last_poll = time.monotonic()
 
     def should_stop(self) -> bool:
@@ -248,9 +200,9 @@ def run_job(job_id: int, settings: Settings, task_id: str | None = None) -> dict
     engine = make_engine(settings)
     sessions = make_sessionmaker(engine)
     jobdir = settings.jobs_dir / str(job_id)
-    me = jobs_svc.worker_id()
+    me = lifecycle.worker_id()
     try:
-        c = transact(sessions, lambda s: jobs_svc.claim(s, job_id, settings, task_id=task_id, me=me),
+        c = transact(sessions, lambda s: lifecycle.claim(s, job_id, settings, task_id=task_id, me=me),
                      settings.job_db_retry_s, f"claiming job {job_id}")
         joblog = JobLog(jobdir / "log.jsonl", c.attempt)
         if not c.run:
@@ -261,7 +213,7 @@ def run_job(job_id: int, settings: Settings, task_id: str | None = None) -> dict
         hb = Heartbeat(sessions, job_id, me, settings.job_heartbeat_s)
         hb.start()
         try:
-            return _run(job_id, settings, sessions, jobdir, joblog, hb, c.attempt, c.resume, me)
+            return Attempt(job_id, settings, sessions, jobdir, joblog, hb, c.attempt, c.resume, me).run()
         except BaseException as e:
             from celery.exceptions import SoftTimeLimitExceeded
 
@@ -303,184 +255,277 @@ def _finish_if_mine(sessions: sessionmaker[Session], job_id: int, me: str, state
         job = s.get(Job, job_id)
         if job is None or job.worker != me or job.state in TERMINAL_STATES:
             return False
-        jobs_svc.finish(s, job_id, state, **kw)
+        lifecycle.finish(s, job_id, state, **kw)
         return True
 
     return transact(sessions, work, retry_s, f"finishing job {job_id}")
 
 
-def _run(job_id: int, settings: Settings, sessions: sessionmaker[Session], jobdir: Path, joblog: JobLog,
-         hb: Heartbeat, attempt: int, resume: bool, me: str) -> dict[str, Any]:
-    t_start = time.time()
-    registry = ModelRegistry(settings)
-    with session_scope(sessions) as s:
-        job = s.get(Job, job_id)
-        assert job is not None  # claimed above
-        project = s.get(Project, job.project_id)
-        if project is None:
-            raise JobError(f"project {job.project_id} no longer exists")
-        params = JobCreate.model_validate(job.params)
-        inputs_path = jobdir / "inputs.json"
-        if resume and inputs_path.is_file():
-            inputs = Inputs(json.loads(inputs_path.read_text())["items"])
-        else:
-            inputs = Inputs.pin(s, project, params)
-            atomic_write(inputs_path, json.dumps({"items": inputs.items}).encode())
-        samples, labels = load_samples(s, settings, inputs)
-        names = [c["name"] for c in project.classes]
-        colors = [rgb_color(c["color"]) for c in project.classes]
-        base = s.get(ModelVersion, job.base_version_id) if job.base_version_id else None
-        base_number = base.number if base is not None else None
-        base_path = registry.abs_path(base) if base is not None else None
-        base_init = (base.provenance or {}).get("init") if base is not None else None
-        variant, project_id, base_version_id = project.variant, project.id, job.base_version_id
+# ---- one attempt, in named steps ---------------------------------------------------------------------
+@dataclass
+class JobSpec:
+    """The job as recorded, read once at the start of an attempt (one short transaction)."""
 
-    # where training starts
-    init_bundle = pretrained = None
-    if params.scratch:
-        start, from_random = "scratch", True
-    elif params.pretrained is not None:
-        try:
-            pretrained = str(registry.resolve_pretrained(params.pretrained))
-        except Exception as e:
-            raise JobError(f"pretrained checkpoint {params.pretrained!r}: {e}") from e
-        start, from_random = f"pretrained:{params.pretrained}", False
-    else:
-        if base_path is None:
+    params: JobCreate
+    project_id: int
+    variant: str
+    names: list[str]
+    colors: list[tuple[int, int, int]]
+    inputs: Inputs
+    samples: list[Sample]
+    labels: list[np.ndarray]
+    base_version_id: int | None
+    base_number: int | None
+    base_path: Path | None
+    base_init: str | None
+
+
+@dataclass
+class StartPoint:
+    """Where training starts: a version's bundle, a pretrained file, or random weights."""
+
+    label: str  # "scratch", "pretrained:<file>", "version <n>"
+    from_random: bool
+    names: list[str]
+    init_bundle: str | None = None
+    pretrained: str | None = None
+
+
+@dataclass
+class Splits:
+    train: DatasetSplit
+    heldout: DatasetSplit | None
+    split: Split
+    info: dict[str, Any]
+
+
+@dataclass
+class Attempt:
+    """One delivery of a claimed job: read it, pick the start, split the labels, train, evaluate on the
+    held-out pixels, write the version and register it (promoted only if better)."""
+
+    job_id: int
+    settings: Settings
+    sessions: sessionmaker[Session]
+    jobdir: Path
+    joblog: JobLog
+    hb: Heartbeat
+    attempt: int
+    resume: bool
+    me: str
+
+    def __post_init__(self) -> None:
+        self.versions = VersionStore(self.settings)
+        self.t_start = time.time()
+
+    def run(self) -> dict[str, Any]:
+        spec = self.read_job()
+        start = self.start_point(spec)
+        splits = self.split(spec, start)
+        cfg = self.train_config(spec, start)
+        reporter, resumed_from = self.reporter(cfg, start, splits)
+        result = self.train(cfg, splits, reporter, resumed_from is not None)
+        if result.status in ("stopped", "interrupted"):
+            return self.end_early(spec, cfg, result, reporter)
+        reporter.message("comparing with the active version on the held-out labels")
+        outcome = self.compare(spec, splits, result)
+        return self.register(spec, start, splits, cfg, result, outcome, resumed_from, reporter.first_progress_at)
+
+    # ---- read ------------------------------------------------------------------------------------
+    def read_job(self) -> JobSpec:
+        with session_scope(self.sessions) as s:
+            job = s.get(Job, self.job_id)
+            assert job is not None  # claimed above
+            project = s.get(Project, job.project_id)
+            if project is None:
+                raise JobError(f"project {job.project_id} no longer exists")
+            params = JobCreate.model_validate(job.params)
+            inputs_path = self.jobdir / "inputs.json"
+            if self.resume and inputs_path.is_file():
+                inputs = Inputs(json.loads(inputs_path.read_text())["items"])
+            else:
+                inputs = Inputs.pin(s, project, params)
+                atomic_write(inputs_path, json.dumps({"items": inputs.items}).encode())
+            samples, labels = inputs.load(s, self.settings)
+            base = s.get(ModelVersion, job.base_version_id) if job.base_version_id else None
+            return JobSpec(
+                params=params, project_id=project.id, variant=project.variant,
+                names=[c["name"] for c in project.classes], colors=class_colors(project.classes),
+                inputs=inputs, samples=samples, labels=labels, base_version_id=job.base_version_id,
+                base_number=base.number if base is not None else None,
+                base_path=self.versions.abs_path(base) if base is not None else None,
+                base_init=(base.provenance or {}).get("init") if base is not None else None)
+
+    def start_point(self, spec: JobSpec) -> StartPoint:
+        params = spec.params
+        if params.scratch:
+            return StartPoint("scratch", True, spec.names)
+        if params.pretrained is not None:
+            try:
+                pretrained = str(self.versions.resolve_pretrained(params.pretrained))
+            except ServiceError as e:
+                raise JobError(f"pretrained checkpoint {params.pretrained!r}: {e}") from e
+            return StartPoint(f"pretrained:{params.pretrained}", False, spec.names, pretrained=pretrained)
+        if spec.base_path is None:
             raise JobError("the job's base model version was deleted")
         try:
-            meta = read_bundle_meta(base_path)
+            meta = read_bundle_meta(spec.base_path)
         except BundleError as e:
-            raise JobError(f"base model version {base_number} is unusable: {e}") from e
-        if meta.config.num_classes != len(names):
-            raise JobError(f"base model version {base_number} has {meta.config.num_classes} classes, the project "
-                           f"{len(names)}")
-        names = list(meta.config.class_names)  # train() matches names; a renamed class is the same class
-        init_bundle, start, from_random = str(base_path), f"version {base_number}", base_init == "scratch"
+            raise JobError(f"base model version {spec.base_number} is unusable: {e}") from e
+        if meta.config.num_classes != len(spec.names):
+            raise JobError(f"base model version {spec.base_number} has {meta.config.num_classes} classes, the "
+                           f"project {len(spec.names)}")
+        # train() matches class names; a renamed class is the same class
+        return StartPoint(f"version {spec.base_number}", spec.base_init == "scratch",
+                          list(meta.config.class_names), init_bundle=str(spec.base_path))
 
-    split = split_labels(labels, [it["sha256"] for it in inputs.items], params.val_fraction, params.seed)
-    classes = ClassInfo(names, colors)
-    train_split = DatasetSplit(classes, [Sample(sm.name, sm.image, sparse=t)
-                                         for sm, t in zip(samples, split.train, strict=True)
-                                         if (t != IGNORE_INDEX).any()], split="train", source=f"project {project_id}")
-    val_samples = [Sample(sm.name, sm.image, sparse=h) for sm, h in zip(samples, split.heldout, strict=True)
-                   if (h != IGNORE_INDEX).any()]
-    val_split = DatasetSplit(classes, val_samples, split="heldout") if val_samples else None
-    heldout_info = {"rule": "square blocks of max(8, round(min(H, W)/16)) px, held out when "
-                            "rng([seed, crc32(image sha256)]) < val_fraction",
-                    "val_fraction": params.val_fraction, "seed": params.seed,
-                    "block_sizes": sorted({block_size(*lab.shape) for lab in labels}),
-                    "train_pixels": split.train_pixels, "heldout_pixels": split.heldout_pixels,
-                    "classes_kept_in_training": [names[c] for c in split.restored_classes],
-                    "all_back_in_training": split.restored_all}
-    joblog.write("data", images=len(samples), start=start, **heldout_info)
+    def split(self, spec: JobSpec, start: StartPoint) -> Splits:
+        """Hold out labelled pixels in seeded blocks (``jobs.holdout``): they validate and decide promotion."""
+        params = spec.params
+        split = split_labels(spec.labels, [it["sha256"] for it in spec.inputs.items], params.val_fraction,
+                             params.seed)
+        classes = ClassInfo(start.names, spec.colors)
+        train_split = DatasetSplit(classes, [Sample(sm.name, sm.image, sparse=t)
+                                             for sm, t in zip(spec.samples, split.train, strict=True)
+                                             if (t != IGNORE_INDEX).any()],
+                                   split="train", source=f"project {spec.project_id}")
+        val_samples = [Sample(sm.name, sm.image, sparse=h) for sm, h in zip(spec.samples, split.heldout, strict=True)
+                       if (h != IGNORE_INDEX).any()]
+        info = {"rule": "square blocks of max(8, round(min(H, W)/16)) px, held out when "
+                        "rng([seed, crc32(image sha256)]) < val_fraction",
+                "val_fraction": params.val_fraction, "seed": params.seed,
+                "block_sizes": sorted({block_size(*lab.shape) for lab in spec.labels}),
+                "train_pixels": split.train_pixels, "heldout_pixels": split.heldout_pixels,
+                "classes_kept_in_training": [start.names[c] for c in split.restored_classes],
+                "all_back_in_training": split.restored_all}
+        self.joblog.write("data", images=len(spec.samples), start=start.label, **info)
+        heldout = DatasetSplit(classes, val_samples, split="heldout") if val_samples else None
+        return Splits(train_split, heldout, split, info)
 
-    lr = params.lr if params.lr is not None else (LR_SCRATCH if from_random else LR_FINETUNE)
-    graceful = settings.job_soft_time_limit_s - max(30.0, 0.1 * settings.job_soft_time_limit_s)
-    budget = graceful if params.time_budget_s is None else min(params.time_budget_s, graceful)
-    loss = LossConfig.for_annotation(params.annotation, **({"alpha": params.alpha} if params.alpha is not None else {}))
-    run_dir = jobdir / "run"
-    cfg = TrainConfig(
-        model=ModelConfig(variant=variant, num_classes=len(names), class_names=names, class_colors=colors),
-        loss=loss, init_bundle=init_bundle, pretrained=pretrained, lr=lr,
-        warmup_steps=max(1, min(100, params.steps // 10)), steps=params.steps, batch_size=params.batch_size,
-        crop_size=params.crop_size, seed=params.seed, val_every=max(1, min(150, params.steps // 4)),
-        log_every=1, ckpt_every=min(settings.job_checkpoint_every, params.steps), time_budget_s=budget,
-        out_dir=str(run_dir), device=settings.device, num_workers=0, val_metric="miou",
-    )
-    resumed_from = None
-    do_resume = resume and (run_dir / CHECKPOINT).is_file()
-    if do_resume:
-        import torch
+    # ---- train -----------------------------------------------------------------------------------
+    def train_config(self, spec: JobSpec, start: StartPoint) -> TrainConfig:
+        params, settings = spec.params, self.settings
+        graceful = settings.job_soft_time_limit_s - max(30.0, 0.1 * settings.job_soft_time_limit_s)
+        budget = graceful if params.time_budget_s is None else min(params.time_budget_s, graceful)
+        model = ModelConfig(variant=spec.variant, num_classes=len(start.names), class_names=start.names,
+                            class_colors=spec.colors)
+        return TrainConfig.for_interactive(
+            model, steps=params.steps, batch_size=params.batch_size, crop_size=params.crop_size, seed=params.seed,
+            annotation=params.annotation, alpha=params.alpha, lr=params.lr, from_random=start.from_random,
+            init_bundle=start.init_bundle, pretrained=start.pretrained, time_budget_s=budget,
+            checkpoint_every=settings.job_checkpoint_every, out_dir=str(self.jobdir / "run"), device=settings.device)
 
-        resumed_from = int(torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)["step"])
-        joblog.write("resume", from_step=resumed_from)
-    elif resume:
-        joblog.write("restart", reason="no checkpoint from the earlier attempt")
-    reporter = Reporter(sessions, job_id, joblog, hb, attempt, resumed_from)
-    reporter.message(f"attempt {attempt}: resuming from step {resumed_from}" if do_resume else
-                     f"training from {start} on {len(train_split)} images")
-    try:
+    def reporter(self, cfg: TrainConfig, start: StartPoint, splits: Splits) -> tuple[Reporter, int | None]:
+        """Progress reporting, and the step this attempt resumes from (None: a fresh start)."""
+        run_dir = Path(cfg.out_dir)
+        resumed_from = None
+        if self.resume and (run_dir / CHECKPOINT).is_file():
+            import torch
+
+            resumed_from = int(torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)["step"])
+            self.joblog.write("resume", from_step=resumed_from)
+        elif self.resume:
+            self.joblog.write("restart", reason="no checkpoint from the earlier attempt")
+        reporter = Reporter(self.sessions, self.job_id, self.joblog, self.hb, self.attempt, resumed_from)
+        reporter.message(f"attempt {self.attempt}: resuming from step {resumed_from}" if resumed_from is not None
+                         else f"training from {start.label} on {len(splits.train)} images")
+        return reporter, resumed_from
+
+    def train(self, cfg: TrainConfig, splits: Splits, reporter: Reporter, resume: bool) -> TrainResult:
         from celery.exceptions import SoftTimeLimitExceeded
 
         # the soft time limit ends training like Ctrl-C: a final checkpoint and bundle are still written
         callbacks = Callbacks(on_progress=reporter.on_progress, should_stop=reporter.should_stop,
                               interrupt_on=(SoftTimeLimitExceeded,))
-        result: TrainResult = train(cfg, train_split, val_split, callbacks, resume=do_resume, progress_bar=False)
-    except TrainingError as e:
-        raise JobError(str(e)) from e
+        try:
+            return train(cfg, splits.train, splits.heldout, callbacks, resume=resume, progress_bar=False)
+        except TrainingError as e:
+            raise JobError(str(e)) from e
 
-    if result.status in ("stopped", "interrupted"):
+    def end_early(self, spec: JobSpec, cfg: TrainConfig, result: TrainResult, reporter: Reporter) -> dict[str, Any]:
+        """Cancelled (stop flag) or interrupted (soft time limit, signal): the checkpoint stays for a resume."""
         state = "cancelled" if result.status == "stopped" else "failed"
-        msg = (f"stopped at step {result.steps_done} of {params.steps}; checkpoint kept at "
-               f"{(run_dir / CHECKPOINT).relative_to(settings.home)}")
-        joblog.write("end", state=state, steps=result.steps_done, message=msg)
+        msg = (f"stopped at step {result.steps_done} of {spec.params.steps}; checkpoint kept at "
+               f"{(Path(cfg.out_dir) / CHECKPOINT).relative_to(self.settings.home)}")
+        self.joblog.write("end", state=state, steps=result.steps_done, message=msg)
         reporter.message(msg)
-        _finish_if_mine(sessions, job_id, me, state, settings.job_db_retry_s,
+        _finish_if_mine(self.sessions, self.job_id, self.me, state, self.settings.job_db_retry_s,
                         error=None if state == "cancelled" else "interrupted")
-        return {"job_id": job_id, "state": state, "steps": result.steps_done}
+        return {"job_id": self.job_id, "state": state, "steps": result.steps_done}
 
-    # ---- evaluate both on the held-out pixels, write the version, register, promote if better ------
-    reporter.message("comparing with the active version on the held-out labels")
-    device = settings.device
-    cand = heldout_scores(result.bundle, val_split, device)
-    with session_scope(sessions) as s:
-        proj = s.get(Project, project_id)
-        active = s.get(ModelVersion, proj.active_version_id) if proj and proj.active_version_id else None
-        active_id, active_number = (active.id, active.number) if active else (None, None)
-        active_path = registry.abs_path(active) if active else None
-    active_scores: dict[str, Any] | None
-    try:
-        active_scores = heldout_scores(active_path, val_split, device) if active_path is not None else None
-    except BundleError as e:
-        joblog.write("warning", message=f"active version {active_number} unreadable: {e}")
-        active_scores = None
-    promote, reason = decide(params.promote, cand, active_scores)
-    outcome: dict[str, Any] = {"promoted": False, "reason": reason, "metric": "miou",
-                               "heldout_pixels": split.heldout_pixels, "candidate": cand,
-                               "active": active_scores or {}, "compared_with": active_number,
-                               "status": result.status}
-    metrics = {"heldout": cand, "heldout_pixels": split.heldout_pixels,
-               "compared_with": {"version": active_number, "heldout": active_scores or {}},
-               "train_best_miou": _finite(result.best_metric), "train_best_step": result.best_step,
-               "steps": result.steps_done, "status": result.status}
-    provenance = {
-        "init": "fine_tune", "job_id": job_id, "base": start, "base_version": base_number,
-        "labels": [{k: it[k] for k in ("image_id", "revision", "revision_id")} for it in inputs.items],
-        "hyper_parameters": {**params.model_dump(), "lr": lr}, "train_config": cfg.to_dict(),
-        "code_version": code_version(), "metrics": metrics, "heldout": heldout_info,
-        "attempts": attempt, "resumed_from": resumed_from,
-    }
-    # The number is taken (committed) first, then the bundle is written by atomic rename, then the row
-    # and the job's end are one transaction: a crash in between leaves at most an orphan directory
-    # (skipped by the registry's numbering), never a row without files or a half-written version.
-    with session_scope(sessions) as s:
-        target = registry.allocate_dir(s, project_id)
-    net, _ = load_bundle(result.bundle, device="cpu")
-    save_bundle(net, target, provenance)
+    # ---- evaluate and register -------------------------------------------------------------------
+    def compare(self, spec: JobSpec, splits: Splits, result: TrainResult) -> dict[str, Any]:
+        """Score the new and the active version on the same held-out pixels and apply the promotion rule."""
+        device = self.settings.device
+        cand = heldout_scores(result.bundle, splits.heldout, device)
+        with session_scope(self.sessions) as s:
+            proj = s.get(Project, spec.project_id)
+            active = s.get(ModelVersion, proj.active_version_id) if proj and proj.active_version_id else None
+            active_id, active_number = (active.id, active.number) if active else (None, None)
+            active_path = self.versions.abs_path(active) if active else None
+        active_scores: dict[str, Any] | None
+        try:
+            active_scores = heldout_scores(active_path, splits.heldout, device) if active_path is not None else None
+        except BundleError as e:
+            self.joblog.write("warning", message=f"active version {active_number} unreadable: {e}")
+            active_scores = None
+        promote, reason = decide(spec.params.promote, cand, active_scores)
+        return {"promote": promote, "active_id": active_id,
+                "outcome": {"promoted": False, "reason": reason, "metric": "miou",
+                            "heldout_pixels": splits.split.heldout_pixels, "candidate": cand,
+                            "active": active_scores or {}, "compared_with": active_number,
+                            "status": result.status}}
 
-    def register(s: Session) -> dict[str, Any] | None:  # pure database work: safe to retry when busy
-        job = s.get(Job, job_id)
-        if job is None or job.worker != me or job.state in TERMINAL_STATES:
-            return None
-        proj = s.get(Project, project_id)
-        promoted, why = promote, reason
-        if promoted and params.promote == "if_better" and proj is not None and proj.active_version_id != active_id:
-            promoted, why = False, "the active version changed while this job evaluated: kept as a candidate"
-        version = registry.register(s, project_id, target, metrics=metrics,
-                                    parent_id=base_version_id if init_bundle else None, job_id=job_id,
-                                    promote=promoted, author=f"job {job_id}")
-        done = {**outcome, "version": version.number, "promoted": promoted, "reason": why}
-        job.progress = {**(job.progress or {}),
-                        "message": f"{'promoted' if promoted else 'registered'} version {version.number}: {why}"}
-        jobs_svc.finish(s, job_id, "succeeded", result_version_id=version.id, result=done)
-        return done
+    def register(self, spec: JobSpec, start: StartPoint, splits: Splits, cfg: TrainConfig, result: TrainResult,
+                 comparison: dict[str, Any], resumed_from: int | None, first_progress_at: float | None
+                 ) -> dict[str, Any]:
+        """Write the version and record it.
 
-    registered = transact(sessions, register, settings.job_db_retry_s, f"registering the version of job {job_id}")
-    if registered is None:
-        joblog.write("abandoned", reason="another attempt took the job over", orphan=str(target))
-        return {"job_id": job_id, "state": "abandoned"}
-    outcome, reason = registered, registered["reason"]
-    joblog.write("result", elapsed_s=time.time() - t_start, first_progress_at=reporter.first_progress_at, **outcome)
-    log.info("job %s: version %s, %s", job_id, outcome["version"], reason)
-    return {"job_id": job_id, "state": "succeeded", **outcome}
+        The number is taken (committed) first, then the bundle is written by atomic rename, then the row
+        and the job's end are one transaction: a crash in between leaves at most an orphan directory
+        (skipped by the version numbering), never a row without files or a half-written version.
+        """
+        params, outcome = spec.params, comparison["outcome"]
+        metrics = {"heldout": outcome["candidate"], "heldout_pixels": splits.split.heldout_pixels,
+                   "compared_with": {"version": outcome["compared_with"], "heldout": outcome["active"]},
+                   "train_best_miou": _finite(result.best_metric), "train_best_step": result.best_step,
+                   "steps": result.steps_done, "status": result.status}
+        provenance = {
+            "init": "fine_tune", "job_id": self.job_id, "base": start.label, "base_version": spec.base_number,
+            "labels": [{k: it[k] for k in ("image_id", "revision", "revision_id")} for it in spec.inputs.items],
+            "hyper_parameters": {**params.model_dump(), "lr": cfg.lr}, "train_config": cfg.to_dict(),
+            "code_version": code_version(), "metrics": metrics, "heldout": splits.info,
+            "attempts": self.attempt, "resumed_from": resumed_from,
+        }
+        with session_scope(self.sessions) as s:
+            target = self.versions.allocate_dir(s, spec.project_id)
+        net, _ = load_bundle(result.bundle, device="cpu")
+        save_bundle(net, target, provenance)
+
+        def record(s: Session) -> dict[str, Any] | None:  # pure database work: safe to retry when busy
+            job = s.get(Job, self.job_id)
+            if job is None or job.worker != self.me or job.state in TERMINAL_STATES:
+                return None
+            proj = s.get(Project, spec.project_id)
+            promoted, why = comparison["promote"], outcome["reason"]
+            if (promoted and params.promote == "if_better" and proj is not None
+                    and proj.active_version_id != comparison["active_id"]):
+                promoted, why = False, "the active version changed while this job evaluated: kept as a candidate"
+            version = self.versions.register(s, spec.project_id, target, metrics=metrics,
+                                             parent_id=spec.base_version_id if start.init_bundle else None,
+                                             job_id=self.job_id, promote=promoted, author=f"job {self.job_id}")
+            done = {**outcome, "version": version.number, "promoted": promoted, "reason": why}
+            job.progress = {**(job.progress or {}),
+                            "message": f"{'promoted' if promoted else 'registered'} version {version.number}: {why}"}
+            lifecycle.finish(s, self.job_id, "succeeded", result_version_id=version.id, result=done)
+            return done
+
+        registered = transact(self.sessions, record, self.settings.job_db_retry_s,
+                              f"registering the version of job {self.job_id}")
+        if registered is None:
+            self.joblog.write("abandoned", reason="another attempt took the job over", orphan=str(target))
+            return {"job_id": self.job_id, "state": "abandoned"}
+        self.joblog.write("result", elapsed_s=time.time() - self.t_start, first_progress_at=first_progress_at,
+                          **registered)
+        log.info("job %s: version %s, %s", self.job_id, registered["version"], registered["reason"])
+        return {"job_id": self.job_id, "state": "succeeded", **registered}

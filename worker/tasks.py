@@ -1,8 +1,6 @@
 """The Celery task. Thin on purpose: the job logic is ``worker.finetune.run_job`` (testable without
-a broker); this module binds it to the app with the long-job settings of ``worker.celery_app``.
-
-``submit``/``cancel`` (what the API calls) live in ``worker.client`` and are re-exported here.
-"""
+a broker); this module binds it to the app of ``worker.celery_app`` under ``jobs.queue.TASK_NAME``,
+the name the API publishes to (``jobs.queue.submit``)."""
 
 from __future__ import annotations
 
@@ -10,11 +8,12 @@ from typing import Any
 
 from celery import Task
 
-from .celery_app import TASK_NAME, app, settings
-from .client import cancel, submit
+from jobs.queue import TASK_NAME
+
+from .celery_app import app, settings
 from .finetune import run_job
 
-__all__ = ["cancel", "fine_tune", "submit"]
+__all__ = ["fine_tune"]
 
 
 @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)

@@ -10,9 +10,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Header, Response, UploadFile
 
+from core.errors import ErrorCode, ServiceError
+from core.orm import AnnotationRevision, Image
+
 from ..deps import CtxDep, PrincipalDep, SessionDep, image_or_404, project_or_404
-from ..errors import ErrorCode, ServiceError
-from ..orm import AnnotationRevision, Image
 from ..schemas.annotations import AnnotationEdit, AnnotationPublic, Point, RevisionPublic, Stroke
 from ..schemas.common import ERROR_RESPONSES, IdPath
 from ..services.annotations import decode_label_png, etag_for, rasterise

@@ -9,10 +9,10 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
+from core.orm import Image, Project
 from model.preprocess import to_rgb_array
 
 from ..deps import AppContext, CtxDep, SessionDep, image_or_404, project_or_404
-from ..orm import Image, Project
 from ..schemas.common import ERROR_RESPONSES, MAX_INT, IdPath
 from ..schemas.segment import AttentionResult, PropagatedResult, Stage
 from ..services.encoding import array_b64, heatmap_overlay_png, npy_bytes, palette_png, rle_per_class

@@ -7,10 +7,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import select, text
 
+from core.orm import ModelVersion, Project
+from core.storage import LocalBlobStore
+from jobs.queue import broker_check
+
 from ..deps import CtxDep
-from ..orm import ModelVersion, Project
-from ..services.jobs import broker_check
-from ..storage import LocalBlobStore
 
 router = APIRouter(tags=["health"])
 ready_router = APIRouter(tags=["health"])

@@ -7,13 +7,14 @@ from fastapi.responses import FileResponse
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from core.errors import ErrorCode, ServiceError
+from core.orm import AnnotationRevision, Image
+from core.settings import Settings
+
 from ..deps import CtxDep, SessionDep, image_or_404, project_or_404
-from ..errors import ErrorCode, ServiceError
-from ..orm import AnnotationRevision, Image
 from ..schemas.common import ERROR_RESPONSES, IdPath, Offset, Page
 from ..schemas.images import ImagePublic
 from ..services.images import check_filename, check_image_bytes
-from ..settings import Settings
 
 router = APIRouter(tags=["images"], responses=ERROR_RESPONSES)
 MEDIA = {"PNG": "image/png", "JPEG": "image/jpeg", "TIFF": "image/tiff"}
@@ -41,7 +42,7 @@ def upload_image(project_id: IdPath, session: SessionDep, ctx: CtxDep,
     project = project_or_404(session, project_id)
     name = check_filename(file.filename)
     checked = check_image_bytes(read_upload(file, ctx.settings), ctx.settings)
-    from ..storage import sha256
+    from core.storage import sha256
 
     digest = sha256(checked.data)
     existing = session.scalar(select(Image.id).where(Image.project_id == project.id, Image.sha256 == digest))

@@ -16,9 +16,10 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
+from core.errors import ErrorCode, ServiceError
+from core.orm import Job
+
 from ..deps import AppContext, CtxDep, PrincipalDep, SessionDep, project_or_404
-from ..errors import ErrorCode, ServiceError
-from ..orm import Job
 from ..schemas.common import ERROR_RESPONSES, IdPath, Offset, Page
 from ..schemas.jobs import TERMINAL_STATES, JobCreate, JobProgress, JobPublic, JobResult, JobState
 

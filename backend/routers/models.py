@@ -9,16 +9,18 @@ from fastapi import APIRouter, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.orm import Activation, ModelVersion, Project
 from model import read_bundle_meta
 from model.bundle import BundleError
 
 from ..deps import CtxDep, PrincipalDep, SessionDep, project_or_404
-from ..orm import Activation, ModelVersion, Project
 from ..schemas.common import ERROR_RESPONSES, IdPath
 from ..schemas.models import ActivationPublic, ModelVersionPublic
 from ..services.registry import ModelRegistry
 
 router = APIRouter(prefix="/projects/{project_id}/models", tags=["models"], responses=ERROR_RESPONSES)
+# ``{version:int}``: "active", "history" and "rollback" are sibling paths, not malformed version numbers, so
+# DELETE /models/active is a 405 (Allow: GET), not a 422 from parsing "active" as a version
 
 
 def public(session: Session, registry: ModelRegistry, project: Project, v: ModelVersion) -> ModelVersionPublic:
@@ -56,13 +58,13 @@ def promotion_history(project_id: IdPath, session: SessionDep) -> list[Activatio
                              created_at=a.created_at) for a, num in rows]
 
 
-@router.get("/{version}", response_model=ModelVersionPublic)
+@router.get("/{version:int}", response_model=ModelVersionPublic)
 def get_version(project_id: IdPath, version: IdPath, session: SessionDep, ctx: CtxDep) -> ModelVersionPublic:
     project = project_or_404(session, project_id)
     return public(session, ctx.registry, project, ctx.registry.get(session, project, version))
 
 
-@router.post("/{version}/promote", response_model=ModelVersionPublic)
+@router.post("/{version:int}/promote", response_model=ModelVersionPublic)
 def promote(project_id: IdPath, version: IdPath, session: SessionDep, ctx: CtxDep, who: PrincipalDep
             ) -> ModelVersionPublic:
     """Serve this version from the next request on."""
@@ -80,7 +82,7 @@ def rollback(project_id: IdPath, session: SessionDep, ctx: CtxDep, who: Principa
     return public(session, ctx.registry, project, v)
 
 
-@router.delete("/{version}", status_code=204)
+@router.delete("/{version:int}", status_code=204)
 def delete_version(project_id: IdPath, version: IdPath, session: SessionDep, ctx: CtxDep) -> Response:
     """Delete a version that is neither active nor the base of a queued/running job."""
     project = project_or_404(session, project_id)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Response
 from sqlalchemy import func, select
 
+from core.orm import Project
+
 from ..deps import CtxDep, PrincipalDep, SessionDep, project_or_404
-from ..orm import Project
 from ..schemas.common import ERROR_RESPONSES, IdPath, Offset, Page
 from ..schemas.projects import ProjectCreate, ProjectPublic, ProjectUpdate
 from ..services import projects as svc

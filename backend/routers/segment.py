@@ -13,15 +13,16 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
+from core.errors import ErrorCode, ServiceError
+from core.orm import Image, Project
+from model.colors import class_colors
+
 from ..deps import AppContext, CtxDep, SessionDep, image_or_404, project_or_404
-from ..errors import ErrorCode, ServiceError
-from ..orm import Image, Project
 from ..schemas.common import ERROR_RESPONSES, MAX_INT
 from ..schemas.segment import SegmentResult
 from ..services.encoding import array_b64, palette_png, rle_per_class
 from ..services.images import check_filename, check_image_bytes, decode_array
 from ..services.predictions import parse_scales
-from ..services.registry import rgb_color
 from .images import read_upload
 
 router = APIRouter(tags=["segment"], responses=ERROR_RESPONSES)
@@ -48,7 +49,7 @@ def resolve_input(session: Session, ctx: AppContext, file: UploadFile | None, im
 
 
 def colors_of(project: Project) -> list[tuple[int, int, int]]:
-    return [rgb_color(c["color"]) for c in project.classes]
+    return class_colors(project.classes)
 
 
 @router.post("/segment", response_model=SegmentResult,

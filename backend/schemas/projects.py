@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from model.config import MIT_VARIANTS
 
 from .common import Color, Name
+
+# b0..b5 in either case (the validator lower-cases); the schema says so for clients and schema-driven tools
+_VARIANT_PATTERN = "^(?:" + "|".join(f"[{v[0]}{v[0].upper()}]{v[1:]}" for v in MIT_VARIANTS) + ")$"
+Variant = Annotated[str, WithJsonSchema({"type": "string", "pattern": _VARIANT_PATTERN})]
 
 
 class ClassSpec(BaseModel):
@@ -31,7 +36,7 @@ class ProjectBase(BaseModel):
 
 class ProjectCreate(ProjectBase):
     classes: list[ClassSpec] = Field(min_length=1, max_length=254)
-    variant: str | None = Field(default=None, description="MiT variant b0..b5; default from settings (b0)")
+    variant: Variant | None = Field(default=None, description="MiT variant b0..b5; default from settings (b0)")
     pretrained: str | None = Field(
         default=None, description="file name of a checkpoint in the server's pretrained_dir (never a path); "
         "default: settings.default_pretrained, else random initialisation")

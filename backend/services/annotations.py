@@ -17,15 +17,16 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from core.errors import ErrorCode, ServiceError
+from core.files import StoredFiles
+from core.orm import AnnotationRevision, Image, Project
+from core.settings import Settings
+from core.storage import LocalBlobStore
 from model import IGNORE_INDEX
+from model.colors import class_colors
 
-from ..errors import ErrorCode, ServiceError
-from ..orm import AnnotationRevision, Image, Project
 from ..schemas.annotations import AnnotationEdit, Point, Stroke
-from ..settings import Settings
-from ..storage import LocalBlobStore
 from .encoding import palette_png
-from .registry import rgb_color
 
 
 def etag_for(image_id: int, revision: int) -> str:
@@ -99,6 +100,7 @@ def decode_label_png(data: bytes, width: int, height: int, num_classes: int) -> 
 class AnnotationService:
     def __init__(self, settings: Settings) -> None:
         self.blobs = LocalBlobStore(settings.labels_dir)
+        self.files = StoredFiles(settings)
 
     def latest(self, session: Session, image_id: int) -> AnnotationRevision | None:
         return session.scalar(select(AnnotationRevision).where(AnnotationRevision.image_id == image_id)
@@ -116,10 +118,7 @@ class AnnotationService:
                                     .order_by(AnnotationRevision.revision)))
 
     def label(self, row: AnnotationRevision | None, image: Image) -> np.ndarray:
-        if row is None:
-            return np.full((image.height, image.width), IGNORE_INDEX, np.uint8)
-        with PILImage.open(self.blobs.path(row.label_sha256, ".png")) as im:
-            return np.asarray(im).astype(np.uint8)
+        return self.files.label(row, image)
 
     def label_png(self, row: AnnotationRevision, project: Project) -> bytes:
         return self.blobs.read(row.label_sha256, ".png")
@@ -148,7 +147,7 @@ class AnnotationService:
     def save(self, session: Session, project: Project, image: Image, label: np.ndarray, *, author: str, kind: str,
              strokes: list[Stroke], points: list[Point], current: AnnotationRevision | None) -> AnnotationRevision:
         names = [c["name"] for c in project.classes]
-        colors = [rgb_color(c["color"]) for c in project.classes]
+        colors = class_colors(project.classes)
         counts = np.bincount(label.ravel(), minlength=256)
         digest = self.blobs.put(palette_png(label, colors), ".png")  # file first, then the row
         row = AnnotationRevision(

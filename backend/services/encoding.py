@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image as PILImage
 from pycocotools import mask as mask_utils
 
-from model.imageio import heatmap_rgb, save_palette_png
+from model.imageio import heatmap_overlay, save_palette_png
 
 
 def palette_png(class_map: np.ndarray, colors: list[tuple[int, int, int]]) -> bytes:
@@ -57,9 +57,7 @@ def array_b64(a: np.ndarray, dtype: str = "float16") -> dict[str, Any]:
 
 def heatmap_overlay_png(rgb: np.ndarray, heat: np.ndarray, opacity: float) -> bytes:
     """Heatmap blended over the image (paper Fig. 3 style)."""
-    hm = heatmap_rgb(heat).astype(np.float32)
-    out = rgb.astype(np.float32) * (1 - opacity) + hm * opacity
-    return rgb_png(np.clip(out, 0, 255).astype(np.uint8))
+    return rgb_png(heatmap_overlay(rgb, heat, opacity))
 
 
 def npy_bytes(a: np.ndarray) -> bytes:

@@ -13,12 +13,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..orm import Image, ModelVersion, Project
+from core.orm import Image, ModelVersion, Project
+from model.colors import class_colors
+
 from .annotations import AnnotationService
 from .encoding import palette_png, rle_per_class
-from .images import ImageStore
+from .images import ImageService
 from .predictions import PredictionService
-from .registry import ModelRegistry, rgb_color
+from .registry import ModelRegistry
 
 
 def _images(session: Session, project: Project) -> Iterator[Image]:
@@ -36,7 +38,7 @@ def _categories(project: Project) -> list[dict[str, Any]]:
 
 
 class Exporter:
-    def __init__(self, registry: ModelRegistry, images: ImageStore, predictions: PredictionService,
+    def __init__(self, registry: ModelRegistry, images: ImageService, predictions: PredictionService,
                  annotations: AnnotationService) -> None:
         self.registry = registry
         self.images = images
@@ -50,7 +52,7 @@ class Exporter:
             yield image, pred.class_map
 
     def masks_zip(self, session: Session, project: Project, version: ModelVersion) -> bytes:
-        colors = [rgb_color(c["color"]) for c in project.classes]
+        colors = class_colors(project.classes)
         buf = io.BytesIO()
         manifest: dict[str, Any] = {"project": project.name, "model_version": version.number,
                                     "classes": project.classes, "exported_at": datetime.now(UTC).isoformat(),

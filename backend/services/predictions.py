@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import ErrorCode, ServiceError
+from core.settings import Settings
+from core.storage import atomic_write
 from model import Prediction
 
-from ..errors import ErrorCode, ServiceError
-from ..settings import Settings
-from ..storage import atomic_write
 from .registry import LoadedModel
 
 MAX_SCALES = 4
@@ -65,10 +65,9 @@ class PredictionService:
                         return Prediction(z["class_map"], z["probs"].astype(np.float32)), True
                 except (OSError, ValueError, KeyError):
                     path.unlink(missing_ok=True)  # unreadable cache entry: recompute
-        with model.lock:
-            t0 = time.perf_counter()
-            pred = model.predictor.predict(image, flip=flip, scales=scales)
-            self.last_predict_s.value = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        pred = model.predictor.predict(image, flip=flip, scales=scales)  # the Predictor serialises forwards
+        self.last_predict_s.value = time.perf_counter() - t0
         if path is not None:
             buf = io.BytesIO()
             np.savez_compressed(buf, class_map=pred.class_map, probs=pred.probs.astype(np.float16))
@@ -79,12 +78,10 @@ class PredictionService:
         h, w = image.shape[:2]
         if not (0 <= x < w and 0 <= y < h):
             raise ServiceError(ErrorCode.INVALID, f"query point ({x}, {y}) is outside the image of size {w}x{h}")
-        with model.lock:
-            return model.predictor.attention_maps(image, (x, y))
+        return model.predictor.attention_maps(image, (x, y))
 
     def propagated(self, model: LoadedModel, image: np.ndarray, stage: str) -> Prediction:
-        with model.lock:
-            return model.predictor.propagated_labels(image, stage)
+        return model.predictor.propagated_labels(image, stage)
 
     def drop_version(self, version_id: int) -> None:
         shutil.rmtree(self.root / str(version_id), ignore_errors=True)

@@ -9,18 +9,18 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from model.config import _default_palette
+from core.errors import ErrorCode, ServiceError
+from core.orm import Image, ModelVersion, Project
+from model.colors import default_palette, hex_color
 
-from ..errors import ErrorCode, ServiceError
-from ..orm import Image, ModelVersion, Project
 from ..schemas.projects import ClassSpec, ProjectCreate, ProjectPublic, ProjectUpdate
 from .annotations import AnnotationService
-from .images import ImageStore
-from .registry import ModelRegistry, hex_color
+from .images import ImageService
+from .registry import ModelRegistry
 
 
 def class_list(specs: list[ClassSpec]) -> list[dict[str, object]]:
-    palette = _default_palette(len(specs))
+    palette = default_palette(len(specs))
     return [{"id": i, "name": c.name, "color": (c.color or hex_color(palette[i])).lower()} for i, c in enumerate(specs)]
 
 
@@ -68,7 +68,7 @@ def update(session: Session, project: Project, body: ProjectUpdate) -> Project:
     return project
 
 
-def delete(session: Session, registry: ModelRegistry, images: ImageStore, project: Project) -> Callable[[], None]:
+def delete(session: Session, registry: ModelRegistry, images: ImageService, project: Project) -> Callable[[], None]:
     """Delete the rows (cascade); returns the file clean-up to run after the commit, so a failed commit
     never leaves rows whose files are gone."""
     shas = list(session.scalars(select(Image.sha256).where(Image.project_id == project.id)))
@@ -80,7 +80,7 @@ def delete(session: Session, registry: ModelRegistry, images: ImageStore, projec
 
     def cleanup() -> None:
         for vid in version_ids:
-            registry.evict(vid)
+            registry.forget(vid)
         shutil.rmtree(registry.settings.models_dir / str(pid), ignore_errors=True)
         for sha in orphans:
             for suffix in (".png", ".jpg", ".tif"):

@@ -1,13 +1,13 @@
-"""Alembic environment: runs on the connection handed over by ``backend.db.migrate`` or, from the
-``alembic`` CLI, on the database of ``backend.settings.Settings`` (DATABASE_URL / SASFORMER_HOME)."""
+"""Alembic environment: runs on the connection handed over by ``core.db.migrate`` or, from the
+``alembic`` CLI, on the database of ``core.settings.Settings`` (DATABASE_URL / SASFORMER_HOME)."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from backend import orm  # noqa: F401  (registers the tables on Base.metadata)
-from backend.db import Base, make_engine
-from backend.settings import Settings
+from core import orm  # noqa: F401  (registers the tables on Base.metadata)
+from core.db import Base, make_engine
+from core.settings import Settings
 
 target_metadata = Base.metadata
 

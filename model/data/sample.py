@@ -11,7 +11,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from model.config import IGNORE_INDEX, _default_palette
+from model.colors import default_palette
+from model.config import IGNORE_INDEX
 
 
 @dataclass
@@ -74,7 +75,7 @@ class ClassInfo:
         if len(set(self.names)) != len(self.names):
             raise ValueError(f"class names must be unique, got {self.names}")
         if not self.colors:
-            self.colors = _default_palette(len(self.names))
+            self.colors = default_palette(len(self.names))
         colors = [tuple(int(v) for v in c) for c in self.colors]
         if len(colors) != len(self.names):
             raise ValueError(f"{len(colors)} colours given for {len(self.names)} classes")

@@ -21,7 +21,7 @@ from PIL import Image
 from sqlalchemy import create_engine, text
 
 from backend.app import create_app
-from backend.settings import Settings
+from core.settings import Settings
 
 PG_URL = os.environ.get("SASFORMER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 

@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from backend.settings import Settings
+from core.settings import Settings
 
 from .conftest import AppFactory, png_bytes, random_image, unique
 

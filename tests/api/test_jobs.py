@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from backend.schemas.jobs import JobProgress
-from backend.services import jobs as jobs_svc
+from jobs import lifecycle as jobs_svc
 
 from .conftest import AppFactory, annotate, make_project, random_image, upload_image
 
@@ -150,13 +151,17 @@ def test_queue_plug_in(apps: AppFactory) -> None:
     failing.app.state.ctx.engine.dispose()  # type: ignore[attr-defined]
 
 
-def test_worker_queue_without_worker_package(client: TestClient) -> None:
-    """A deployment without the worker package: jobs stay queued and the note says why."""
-    from backend.services.jobs import WorkerJobQueue
+def test_celery_queue_publishes_by_task_name(client: TestClient) -> None:
+    """The API hands a job to the broker by task name alone (it never imports the worker): the message
+    on the filesystem broker names ``jobs.queue.TASK_NAME`` and carries only the job id."""
+    from jobs.queue import TASK_NAME, CeleryJobQueue
 
-    class NoWorker(WorkerJobQueue):
-        MODULES = ("worker_that_is_not_installed",)
-
-    q = NoWorker(client.app.state.ctx.settings)  # type: ignore[attr-defined]
-    assert q.submit(1, 1, {}) is None and "no worker" in (q.available() or "")
-    assert WorkerJobQueue(client.app.state.ctx.settings).available() is None  # type: ignore[attr-defined]
+    settings = client.app.state.ctx.settings  # type: ignore[attr-defined]
+    q = CeleryJobQueue(settings)
+    assert q.available() is None
+    task_id = q.submit(4242, 1, {"steps": 3})
+    messages = [json.loads(f.read_text()) for d in settings.broker_folders if d.is_dir() for f in d.iterdir()
+                if f.is_file() and f.suffix == ".msg"]
+    mine = [m for m in messages if m["headers"].get("id") == task_id]
+    assert len(mine) == 1 and mine[0]["headers"]["task"] == TASK_NAME
+    assert json.loads(base64.b64decode(mine[0]["body"]))[0] == [4242]

@@ -8,8 +8,8 @@ from alembic.migration import MigrationContext
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect
 
-from backend import orm  # noqa: F401
-from backend.db import Base, migrate
+from core import orm  # noqa: F401
+from core.db import Base, migrate
 
 
 def test_schema_matches_models(client: TestClient) -> None:
@@ -39,8 +39,8 @@ def test_concurrent_migrations_on_postgresql(tmp_path) -> None:  # noqa: ANN001
 
     from sqlalchemy import text
 
-    from backend.db import make_engine
-    from backend.settings import Settings
+    from core.db import make_engine
+    from core.settings import Settings
 
     schema = f"mig_{uuid.uuid4().hex[:10]}"
     from .conftest import PG_URL

@@ -7,7 +7,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from backend.orm import Job, ModelVersion
+from core.orm import Job, ModelVersion
 from model import build_sasformer, load_bundle, save_bundle
 
 from .conftest import make_project, random_image, upload_image
@@ -103,7 +103,7 @@ def test_delete_unused_only(client: TestClient, project: dict) -> None:
 
 
 def test_register_refuses_foreign_bundle(client: TestClient, project: dict) -> None:
-    from backend.errors import ServiceError
+    from core.errors import ServiceError
 
     ctx = client.app.state.ctx  # type: ignore[attr-defined]
     with ctx.sessions() as s:

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, given, settings
 
 from backend.app import create_app
-from backend.settings import Settings
+from core.settings import Settings
 
 from .conftest import annotate, make_project, random_image, upload_image
 

@@ -1,4 +1,4 @@
-"""``backend.db.transact``: the worker's must-not-drop writes wait out a busy database, and only that.
+"""``core.db.transact``: the worker's must-not-drop writes wait out a busy database, and only that.
 
 A second connection holds SQLite's write lock (``BEGIN IMMEDIATE``) the way another process does on a
 loaded machine; the engine under test has a 0.1 s busy timeout so the lock error comes at once.
@@ -16,7 +16,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from backend.db import is_transient, make_sessionmaker, transact
+from core.db import is_transient, make_sessionmaker, transact
 
 
 @pytest.fixture()

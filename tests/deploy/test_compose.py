@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from backend.settings import Settings
+from core.settings import Settings
 
 from .conftest import ROOT
 from .test_settings_table import env_names

@@ -83,7 +83,7 @@ def test_environment() -> None:
     assert pairs["GRADIO_ANALYTICS_ENABLED"] == "False"
     home = pairs["SASFORMER_HOME"]
     assert any(home in v for v in args_of("VOLUME")), "SASFORMER_HOME must be a volume"
-    from backend.settings import Settings
+    from core.settings import Settings
 
     from .test_settings_table import env_names
 

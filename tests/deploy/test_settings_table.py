@@ -1,6 +1,6 @@
 """docs/deployment.md's configuration table is the settings object, checked both ways.
 
-Every field of ``backend.settings.Settings`` is listed by every environment variable that sets it, nothing
+Every field of ``core.settings.Settings`` is listed by every environment variable that sets it, nothing
 else is listed, each listed variable really sets its field (read back through ``Settings()``), and the
 default column states the field's default.
 """
@@ -16,7 +16,7 @@ from pydantic import AliasChoices
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from backend.settings import Settings
+from core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "deployment.md"

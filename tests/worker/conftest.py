@@ -25,7 +25,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from backend.app import create_app
-from backend.settings import Settings
+from core.settings import Settings
 from tests.api.conftest import png_bytes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -160,7 +160,7 @@ class WorkerEnv:
 
         ctx = self.ctx
         with ctx.sessions() as s:
-            from backend.orm import Project
+            from core.orm import Project
 
             project = s.get(Project, project_id)
             base = ctx.registry.active(s, project)
@@ -229,7 +229,7 @@ class WorkerEnv:
 
     def job_worker(self, job_id: int) -> str:
         """``host:pid`` of the process running the job (the pool child), from the jobs table."""
-        from backend.orm import Job
+        from core.orm import Job
 
         with self.ctx.sessions() as s:
             job = s.get(Job, job_id)
@@ -242,7 +242,7 @@ class WorkerEnv:
 
 # Both brokers run in the default suite. The Redis variant was `-m slow` while two failure modes were open
 # (jobs received but never run with Celery's event loop; a claim failing on SQLite's write lock under load,
-# which left the job queued with no message); both are fixed (worker.celery_app, backend.db.transact).
+# which left the job queued with no message); both are fixed (worker.celery_app, core.db.transact).
 @pytest.fixture(scope="module", params=["filesystem", "redis"])
 def wenv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerEnv]:
     if request.param == "redis" and not redis_available():

@@ -9,14 +9,14 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from backend.app import create_app
-from backend.db import utcnow
-from backend.orm import Job
-from backend.services import jobs as jobs_svc
-from backend.settings import Settings
+from jobs import lifecycle as jobs_svc
+from core.db import utcnow
+from core.orm import Job
+from core.settings import Settings
+from jobs.holdout import heldout_mask, split_labels
 from tests.api.conftest import annotate, make_project, random_image, upload_image
 from tests.api.test_jobs import RecordingQueue
 from worker.finetune import decide
-from worker.holdout import heldout_mask, split_labels
 
 
 def _app(tmp_path: Path, **kw: object) -> tuple[TestClient, RecordingQueue]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from backend.settings import Settings
+from core.settings import Settings
 
 from ..client import ApiError, StudioClient
 
