@@ -1,8 +1,9 @@
 """Pixel conversions of the UI: editor layers <-> label maps, overlays, legends, heatmaps.
 
 Everything the model decides (predictions, attention, propagated labels) comes from the API; this
-module only turns arrays into what the browser shows and back. Image decoding reuses
-``model.preprocess.to_rgb_array`` so gray and 16-bit images look exactly as the model sees them.
+module only turns arrays into what the browser shows and back. Image decoding and heatmaps are
+``model.imageio``'s and ``model.preprocess.to_rgb_array``'s, so gray and 16-bit images look exactly as the
+model sees them and heatmaps have the API's colours.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from model.imageio import colorize, heatmap_rgb
+from model.imageio import colorize, decode_image, heatmap_overlay
 from model.predictor import Prediction
 from model.preprocess import to_rgb_array
 
@@ -34,13 +35,8 @@ def palette(classes: list[dict[str, Any]]) -> list[tuple[int, int, int]]:
 
 
 def decode_rgb(data: bytes) -> np.ndarray:
-    """Stored image bytes -> 8-bit RGB at full resolution, as the model sees it (gray, 16-bit, RGBA)."""
-    with Image.open(io.BytesIO(data)) as opened:
-        opened.load()
-        im: Image.Image = opened
-        if im.mode in ("P", "PA", "1", "LA", "CMYK", "YCbCr"):
-            im = im.convert("RGB")
-        return to_rgb_array(np.asarray(im))
+    """Image bytes -> 8-bit RGB at full resolution, as the model sees it (gray, 16-bit, RGBA)."""
+    return to_rgb_array(decode_image(data))
 
 
 def decode_class_map(png: bytes) -> np.ndarray:
@@ -181,6 +177,4 @@ def entropy_view(rgb: np.ndarray, probs: np.ndarray, opacity: float = 0.65) -> t
     """Per-pixel entropy (``Prediction.entropy``, nats) as a heatmap over the image, with its mean and
     the maximum possible value (log C) so the colours can be read as 'how unsure'."""
     ent = Prediction(class_map=probs.argmax(0).astype(np.uint8), probs=probs).entropy()
-    heat = heatmap_rgb(ent).astype(np.float32)
-    out = (rgb.astype(np.float32) * (1 - opacity) + heat * opacity).astype(np.uint8)
-    return out, float(ent.mean()), float(np.log(probs.shape[0]))
+    return heatmap_overlay(rgb, ent, opacity), float(ent.mean()), float(np.log(probs.shape[0]))

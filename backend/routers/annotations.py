@@ -9,18 +9,20 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Header, Response, UploadFile
+from pydantic import WithJsonSchema
 
 from core.errors import ErrorCode, ServiceError
 from core.orm import AnnotationRevision, Image
 
 from ..deps import CtxDep, PrincipalDep, SessionDep, image_or_404, project_or_404
 from ..schemas.annotations import AnnotationEdit, AnnotationPublic, Point, RevisionPublic, Stroke
-from ..schemas.common import ERROR_RESPONSES, IdPath
+from ..schemas.common import ERROR_RESPONSES, UPLOAD_SCHEMA, IdPath
 from ..services.annotations import decode_label_png, etag_for, rasterise
-from .images import read_upload
+from ..uploads import read_upload
 
 router = APIRouter(prefix="/images/{image_id}/annotation", tags=["annotations"], responses=ERROR_RESPONSES)
-IfMatch = Annotated[str | None, Header(description="ETag of the revision being edited (required once one exists)")]
+IfMatch = Annotated[str | None, Header(min_length=1, description="ETag of the revision being edited (or `*`); required "
+                                                            "once one exists")]
 PNG: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}}}
 
 
@@ -96,7 +98,8 @@ def patch_annotation(image_id: IdPath, body: AnnotationEdit, session: SessionDep
 
 @router.put("/png", response_model=AnnotationPublic)
 def put_annotation_png(image_id: IdPath, session: SessionDep, ctx: CtxDep, who: PrincipalDep, response: Response,
-                       file: UploadFile = File(description="8-bit gray or paletted PNG, image-sized, 255=unlabeled"),
+                       file: Annotated[UploadFile, WithJsonSchema(UPLOAD_SCHEMA),
+                                       File(description="8-bit gray or paletted PNG, image-sized, 255=unlabeled")],
                        if_match: IfMatch = None) -> AnnotationPublic:
     """Replace the label with an uploaded label PNG."""
     image = image_or_404(session, image_id)

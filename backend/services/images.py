@@ -82,6 +82,21 @@ def check_image_bytes(data: bytes, settings: Settings) -> CheckedImage:
     return CheckedImage(data, fmt, mode, w, h)
 
 
+def public(session: Session, image: Image) -> ImagePublic:
+    """The row with its newest annotation revision number (None when unlabelled)."""
+    rev = session.scalar(select(func.max(AnnotationRevision.revision)).where(AnnotationRevision.image_id == image.id))
+    out = ImagePublic.model_validate(image)
+    out.annotation_revision = rev
+    return out
+
+
+def page(session: Session, project_id: int, offset: int, limit: int) -> Page[ImagePublic]:
+    total = session.scalar(select(func.count()).select_from(Image).where(Image.project_id == project_id)) or 0
+    rows = session.scalars(select(Image).where(Image.project_id == project_id).order_by(Image.id)
+                           .offset(offset).limit(limit))
+    return Page(items=[public(session, i) for i in rows], total=int(total), offset=offset, limit=limit)
+
+
 @dataclass(frozen=True)
 class Upload:
     """A file a client sent: the name it gave and a stream, read only up to the size limit (+1 byte to
@@ -132,19 +147,6 @@ class ImageService:
         return image
 
     # ---- reading ----------------------------------------------------------------------------------
-    def public(self, session: Session, image: Image) -> ImagePublic:
-        rev = session.scalar(select(func.max(AnnotationRevision.revision))
-                             .where(AnnotationRevision.image_id == image.id))
-        out = ImagePublic.model_validate(image)
-        out.annotation_revision = rev
-        return out
-
-    def page(self, session: Session, project_id: int, offset: int, limit: int) -> Page[ImagePublic]:
-        total = session.scalar(select(func.count()).select_from(Image).where(Image.project_id == project_id)) or 0
-        rows = session.scalars(select(Image).where(Image.project_id == project_id).order_by(Image.id)
-                               .offset(offset).limit(limit))
-        return Page(items=[self.public(session, i) for i in rows], total=int(total), offset=offset, limit=limit)
-
     def original(self, image: Image) -> Path:
         """The file as uploaded; 503 when it has gone missing from storage."""
         path = self.path(image)

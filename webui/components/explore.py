@@ -5,19 +5,17 @@ Predictions, attention maps and propagated labels are computed by the API (``POS
 and keeps the class map in session state so opacity and class visibility change without recomputing.
 """
 
-import io
 import json
 import time
 from typing import Any
 
 import gradio as gr
-import numpy as np
-from PIL import Image
 
 from ..imaging import (
     class_overlay,
     decode_b64_array,
     decode_class_map,
+    decode_rgb,
     entropy_view,
     legend_html,
     mark_cross,
@@ -36,11 +34,6 @@ agrees with the segmentation, attention supports the prediction; where it differ
 UNCERTAINTY_HELP = """Per-pixel **entropy** of the predicted class probabilities (0 = certain; log C = all classes
 equally likely), coloured black → red → yellow → white relative to the most uncertain pixel. Bright regions are
 where the model hesitates: a scribble or click there teaches it most."""
-
-
-def _pil_array(data: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as im:
-        return np.asarray(im.convert("RGB"))
 
 
 def server_model_ms(header: str | None) -> float | None:
@@ -136,7 +129,7 @@ def build(ui: Shared) -> None:
         maps = []
         with ui.client(request) as c:
             for stage in ("1", "2", "3", "4", "mean"):
-                heat = _pil_array(c.attention_png(img["id"], x, y, stage))
+                heat = decode_rgb(c.attention_png(img["id"], x, y, stage))
                 maps.append((mark_cross(heat, x, y), "mean of stages" if stage == "mean" else f"stage {stage}"))
             prop = decode_class_map(c.propagated_png(img["id"], "mean"))
             project = c.project(c.image(img["id"])["project_id"])
