@@ -13,8 +13,9 @@ from . import __version__
 from .deps import AppContext, require_auth
 from .errors import install_error_handlers
 from .logs import BodyLimitMiddleware, RequestContextMiddleware, setup_logging
+from .openapi import install_openapi
 from .routers import annotations as annotations_router
-from .routers import attention, export, health, images, jobs, models, projects, segment
+from .routers import attention, export, health, images, jobs, models, pretrained, projects, segment
 from .services.annotations import AnnotationService
 from .services.export import Exporter
 from .services.images import ImageService
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None) 
     app = FastAPI(title="SASFormer Studio API", version=__version__, description=DESCRIPTION)
     app.state.ctx = build_context(settings, queue)
     install_error_handlers(app)
+    install_openapi(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
@@ -59,7 +61,7 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None) 
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     secured = [Depends(require_auth)]
-    for r in (projects, images, annotations_router, segment, attention, models, jobs, export):
+    for r in (projects, images, annotations_router, segment, attention, models, pretrained, jobs, export):
         app.include_router(r.router, dependencies=secured)
     app.include_router(health.ready_router, dependencies=secured)
     if settings.ui_enabled:

@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     # busy timeout by another process on a loaded machine, PostgreSQL restarting) is retried for this
     # long before the delivery gives up: giving up on a claim leaves the job queued with no message.
     job_db_retry_s: float = Field(default=300.0, ge=0)
+    # Train-on-submit: after this many annotation saves in a project since its last job, a fine-tune job
+    # is queued (unless one is queued or running). 0 = off: jobs start only when asked.
+    auto_train_after_saves: int = Field(default=0, ge=0)
 
     @model_validator(mode="before")
     @classmethod

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from model import ModelConfig, build_sasformer, load_pretrained, save_bundle
 from model.bundle import BundleError
 from model.colors import class_colors
-from model.pretrained import PretrainedError
+from model.pretrained import PretrainedError, describe
 
 from .errors import ErrorCode, ServiceError, not_found
 from .orm import Activation, Job, ModelVersion, Project
@@ -67,6 +67,33 @@ class VersionStore:
         if not path.is_file():
             raise ServiceError(ErrorCode.INVALID, f"pretrained checkpoint {name!r} not found in pretrained_dir")
         return path
+
+    SEED_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+
+    def seed_files(self) -> list[dict[str, Any]]:
+        """Checkpoints a new project (or a job) may start from: the files of ``pretrained_dir``.
+
+        Each entry: ``name``, ``bytes``, ``layout`` (``sasformer`` = a bundle trained with this tool,
+        ``nvlabs``/``hf`` = ImageNet MiT/SegFormer weights; None when only loading would tell),
+        ``num_classes`` of the head it carries, ``default`` (what a project naming none gets), and
+        ``error`` when the header is unreadable.
+        """
+        out: list[dict[str, Any]] = []
+        default = self.settings.default_pretrained
+        folder = self.settings.pretrained_dir
+        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in self.SEED_SUFFIXES) \
+            if folder is not None and folder.is_dir() else []
+        for path in files:
+            entry: dict[str, Any] = {"name": path.name, "bytes": path.stat().st_size, "layout": None,
+                                     "num_classes": None, "error": None,
+                                     "default": default is not None and default.resolve() == path.resolve()}
+            try:
+                info = describe(path)
+                entry.update(layout=info.layout, num_classes=info.num_classes)
+            except PretrainedError as e:
+                entry["error"] = str(e)
+            out.append(entry)
+        return out
 
     def create_initial(self, session: Session, project: Project, pretrained: Path | None, author: str) -> ModelVersion:
         """Version 1 of a new project: random or pretrained init, so /segment works at once (its masks are

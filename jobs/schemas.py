@@ -43,6 +43,9 @@ class JobCreate(BaseModel):
     annotation: Literal["scribbles", "points"] = Field(
         default="scribbles", description="sets the affinity weight alpha as in the paper (1.2 / 0.2)")
     alpha: float | None = Field(default=None, ge=0, le=10, description="overrides the paper's alpha")
+    encoder: Literal["auto", "train", "freeze"] = Field(
+        default="auto", description="train or freeze the encoder; auto freezes a trained encoder when fewer than "
+                                    "5 images are labelled (keeps the unlabelled images from drifting)")
     val_fraction: float = Field(default=0.2, ge=0, le=0.5,
                                 description="share of the image area whose labelled pixels are held out "
                                             "(in fixed seeded blocks) to validate and to decide promotion")

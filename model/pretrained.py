@@ -248,3 +248,30 @@ def set_layer_norm_eps(model: nn.Module, eps: float, all_norms: bool) -> None:
     if cfg is not None:
         cfg.layer_norm_eps = eps
         cfg.hf_layer_norm = all_norms
+
+
+@dataclass
+class CheckpointInfo:
+    """What a checkpoint file holds, read from its header only (no tensor is loaded)."""
+
+    layout: str | None  # None: not readable without loading the whole file (.pth/.bin pickles)
+    num_classes: int | None = None  # classes of the decode head it carries, if any
+
+
+def describe(path: str | Path) -> CheckpointInfo:
+    """Layout and head size of a ``.safetensors`` file from its header, for listing seed models cheaply;
+    pickled checkpoints (``.pth``/``.bin``) would have to be loaded whole, so they are not described."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        return CheckpointInfo(None)
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+            layout = detect_layout(keys)
+            head = next((k for k in ("decode_head.classifier.weight",) if k in keys), None)
+            classes = int(f.get_slice(head).get_shape()[0]) if head is not None else None
+    except Exception as e:  # a truncated or foreign file: listed, with the reason, never a 500
+        raise PretrainedError(f"{path.name}: unreadable safetensors header: {e}") from e
+    return CheckpointInfo(layout, classes)

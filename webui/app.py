@@ -25,6 +25,15 @@ CSS = """
 """
 CLASS_LINE = re.compile(r"^\s*(?P<name>.+?)\s*(?P<color>#[0-9a-fA-F]{6})?\s*$")
 DEFAULT_CLASSES = "background #000000\nforeground #ff0000"
+RANDOM_START = "Random weights (no seed model on this server)"
+
+
+def seed_label(seed: dict[str, Any]) -> str:
+    """How a seed file is offered: what it holds decides what a project gets from it."""
+    what = {"sasformer": "model trained with SASFormer Studio", "nvlabs": "ImageNet MiT encoder",
+            "hf": "ImageNet SegFormer encoder"}.get(seed["layout"] or "", "checkpoint")
+    head = f", {seed['num_classes']} classes" if seed["num_classes"] else ""
+    return f"{seed['name']} ({what}{head})"
 
 
 def parse_classes(text: str) -> list[dict[str, str]]:
@@ -60,6 +69,9 @@ def build_ui(settings: Settings | None = None) -> gr.Blocks:
             new_name = gr.Textbox(label="Name", placeholder="e.g. heart-mri", elem_id="new-project-name")
             new_classes = gr.Textbox(label="Classes: one per line, 'name' or 'name #rrggbb'", lines=4,
                                      value=DEFAULT_CLASSES, elem_id="new-project-classes")
+            seed_dd = gr.Dropdown(label="Start from", choices=[(RANDOM_START, "")], value="", elem_id="seed-select",
+                                  info="a seed model trained offline gives useful masks at once; a random start "
+                                       "gives noise until the live head and fine-tuning learn from your labels")
             create_btn = gr.Button("Create project", variant="primary", scale=0, elem_id="create-project")
         status = gr.Markdown(elem_id="status")
         ui = Shared(settings=settings, project=gr.State(None), image=gr.State(None), status=status,
@@ -71,27 +83,34 @@ def build_ui(settings: Settings | None = None) -> gr.Blocks:
         x = ui.extra
 
         @ui_errors
-        def list_projects(request: gr.Request) -> tuple[Any, Any]:
+        def list_projects(request: gr.Request) -> tuple[Any, Any, Any]:
             with ui.client(request) as c:
                 projects = c.projects()
                 fields = c.job_create_fields()
+                seeds = c.seed_files()
             choices = [(f"{p['name']} (#{p['id']})", p["id"]) for p in projects]
-            return gr.update(choices=choices), learn.job_fields_visible(fields)
+            default = next((f["name"] for f in seeds if f["default"]), "")
+            return (gr.update(choices=choices), learn.job_fields_visible(fields),
+                    gr.update(choices=[(RANDOM_START if not seeds else "Random weights (untrained)", ""),
+                                       *[(seed_label(f), f["name"]) for f in seeds if not f["error"]]],
+                              value=default))
 
-        demo.load(list_projects, None, [project_dd, x["budget"]])
+        demo.load(list_projects, None, [project_dd, x["budget"], seed_dd])
 
         @ui_errors
-        def create(name: str, classes: str, request: gr.Request) -> tuple[Any, str, Any]:
+        def create(name: str, classes: str, seed: str | None, request: gr.Request) -> tuple[Any, str, Any]:
             if not name.strip():
                 raise gr.Error("Give the project a name.")
             with ui.client(request) as c:
-                p = c.create_project(name.strip(), parse_classes(classes))
+                p = c.create_project(name.strip(), parse_classes(classes), pretrained=seed or None)
                 choices = [(f"{q['name']} (#{q['id']})", q["id"]) for q in c.projects()]
+            start = (f"started from seed model `{seed}`" if seed else
+                     "started from random weights: masks are noise until it learns from your labels")
             msg = (f"Created project **{p['name']}** with classes " + ", ".join(c["name"] for c in p["classes"])
-                   + f" (model v{p['active_version']}, untrained: fine-tune after labelling).")
+                   + f" (model v{p['active_version']}, {start}).")
             return gr.update(choices=choices, value=p["id"]), msg, gr.Accordion(open=False)
 
-        create_btn.click(create, [new_name, new_classes], [project_dd, status, new_acc])
+        create_btn.click(create, [new_name, new_classes, seed_dd], [project_dd, status, new_acc])
 
         @ui_errors
         def open_project(pid: int | None, request: gr.Request) -> tuple[Any, ...]:

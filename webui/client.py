@@ -94,8 +94,15 @@ class StudioClient:
     def project(self, project_id: int) -> dict[str, Any]:
         return self.json("GET", f"/projects/{project_id}")
 
-    def create_project(self, name: str, classes: list[dict[str, str]], description: str = "") -> dict[str, Any]:
-        return self.json("POST", "/projects", json={"name": name, "classes": classes, "description": description})
+    def create_project(self, name: str, classes: list[dict[str, str]], description: str = "",
+                       pretrained: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name, "classes": classes, "description": description}
+        if pretrained:
+            body["pretrained"] = pretrained
+        return self.json("POST", "/projects", json=body)
+
+    def seed_files(self) -> list[dict[str, Any]]:
+        return self.json("GET", "/pretrained")
 
     def images(self, project_id: int) -> list[dict[str, Any]]:
         return self.json("GET", f"/projects/{project_id}/images", params={"limit": 500})["items"]

@@ -261,6 +261,12 @@ def _finish_if_mine(sessions: sessionmaker[Session], job_id: int, me: str, state
     return transact(sessions, work, retry_s, f"finishing job {job_id}")
 
 
+def _used_affinity(provenance: dict[str, Any] | None) -> bool:
+    """Whether a version was trained with an affinity term (its provenance records the loss it used)."""
+    loss = ((provenance or {}).get("train_config") or {}).get("loss") or {}
+    return float(loss.get("alpha") or 0.0) > 0.0
+
+
 # ---- one attempt, in named steps ---------------------------------------------------------------------
 @dataclass
 class JobSpec:
@@ -278,6 +284,7 @@ class JobSpec:
     base_number: int | None
     base_path: Path | None
     base_init: str | None
+    base_used_affinity: bool  # the base's own training had an affinity term (alpha > 0)
 
 
 @dataclass
@@ -354,7 +361,8 @@ class Attempt:
                 inputs=inputs, samples=samples, labels=labels, base_version_id=job.base_version_id,
                 base_number=base.number if base is not None else None,
                 base_path=self.versions.abs_path(base) if base is not None else None,
-                base_init=(base.provenance or {}).get("init") if base is not None else None)
+                base_init=(base.provenance or {}).get("init") if base is not None else None,
+                base_used_affinity=_used_affinity(base.provenance if base is not None else None))
 
     def start_point(self, spec: JobSpec) -> StartPoint:
         params = spec.params
@@ -413,7 +421,9 @@ class Attempt:
             model, steps=params.steps, batch_size=params.batch_size, crop_size=params.crop_size, seed=params.seed,
             annotation=params.annotation, alpha=params.alpha, lr=params.lr, from_random=start.from_random,
             init_bundle=start.init_bundle, pretrained=start.pretrained, time_budget_s=budget,
-            checkpoint_every=settings.job_checkpoint_every, out_dir=str(self.jobdir / "run"), device=settings.device)
+            checkpoint_every=settings.job_checkpoint_every, out_dir=str(self.jobdir / "run"), device=settings.device,
+            labelled_images=len(spec.inputs.items), encoder=params.encoder,
+            base_used_affinity=start.init_bundle is not None and spec.base_used_affinity)
 
     def reporter(self, cfg: TrainConfig, start: StartPoint, splits: Splits) -> tuple[Reporter, int | None]:
         """Progress reporting, and the step this attempt resumes from (None: a fresh start)."""

@@ -76,6 +76,32 @@ class JobService:
         session.flush()
         return job
 
+    def auto_train(self, session: Session, project: Project) -> Job | None:
+        """Train-on-submit (MONAI Label's idea, without its restart on every label): after
+        ``auto_train_after_saves`` saves since the project's last job, queue one with the default
+        recipe, unless a job is queued or running (the saves are picked up by the next job then).
+
+        Returns the new job (the caller commits, then dispatches) or None.
+        """
+        n = self.settings.auto_train_after_saves
+        if n <= 0:
+            return None
+        busy = session.scalar(select(Job.id).where(Job.project_id == project.id,
+                                                   Job.state.in_(("queued", "running"))).limit(1))
+        if busy is not None:
+            return None
+        last = session.scalar(select(func.max(Job.created_at)).where(Job.project_id == project.id))
+        saves = select(func.count()).select_from(AnnotationRevision).join(Image).where(Image.project_id == project.id)
+        if last is not None:
+            saves = saves.where(AnnotationRevision.created_at > last)
+        if int(session.scalar(saves) or 0) < n:
+            return None
+        try:
+            return self.create(session, project, JobCreate(), author="auto-train")
+        except ServiceError as e:  # e.g. every label erased again: nothing to train on, not an error of the save
+            log.info("auto-train of project %s skipped: %s", project.id, e.detail)
+            return None
+
     def _check_images(self, session: Session, project: Project, ids: Sequence[int]) -> None:
         wanted: set[int] = set(ids)
         found = set(session.scalars(select(Image.id).where(Image.project_id == project.id, Image.id.in_(wanted))))

@@ -113,3 +113,30 @@ def test_pretrained_init(apps: AppFactory, pretrained_dir: Path) -> None:
 def test_pretrained_needs_configured_dir(client: TestClient) -> None:
     r = client.post("/projects", json={"name": unique(), "classes": [{"name": "a"}], "pretrained": "x.pth"})
     assert r.status_code == 422 and "pretrained_dir" in r.json()["detail"]
+
+
+def test_seed_files_are_listed_with_what_they_hold(apps: AppFactory, tmp_path: Path) -> None:
+    """GET /pretrained lists the seed checkpoints a project may start from: a bundle trained with this
+    tool (encoder and a 3-class head), an ImageNet-style pickle (undescribed until loaded) and a broken
+    file (listed with the reason); a project created from the bundle starts from its weights."""
+    from model import ModelConfig, build_sasformer, save_bundle
+
+    seeds = tmp_path / "seeds"
+    bundle = save_bundle(build_sasformer(ModelConfig(num_classes=3)), tmp_path / "bundle", {"init": "scratch"})
+    seeds.mkdir()
+    (seeds / "cardiac_seed.safetensors").write_bytes((bundle / "model.safetensors").read_bytes())
+    (seeds / "mit_b0.pth").write_bytes(b"\x80\x04not loaded for listing")
+    (seeds / "broken.safetensors").write_bytes(b"\x00\x01")
+    (seeds / "notes.txt").write_text("not a checkpoint")
+    c = apps.client(pretrained_dir=seeds, default_pretrained=seeds / "cardiac_seed.safetensors")
+    listed = {f["name"]: f for f in c.get("/pretrained").json()}
+    assert sorted(listed) == ["broken.safetensors", "cardiac_seed.safetensors", "mit_b0.pth"]
+    assert listed["cardiac_seed.safetensors"] | {"bytes": 0} == {
+        "name": "cardiac_seed.safetensors", "bytes": 0, "layout": "sasformer", "num_classes": 3, "default": True,
+        "error": None}
+    assert listed["mit_b0.pth"]["layout"] is None and listed["mit_b0.pth"]["error"] is None
+    assert "unreadable" in listed["broken.safetensors"]["error"]
+    p = make_project(c, classes=3, pretrained="cardiac_seed.safetensors")
+    v = c.get(f"/projects/{p['id']}/models/active").json()
+    assert v["provenance"]["init"] == "pretrained" and v["provenance"]["layout"] == "sasformer"
+    assert apps.client().get("/pretrained").json() == []  # no pretrained_dir: nothing to offer
