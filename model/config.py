@@ -272,6 +272,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     momentum: float = 0.9
     head_lr_mult: float = 10.0
+    freeze_encoder: bool = False  # train the decode head only (few labels on a trained encoder: no drift)
     warmup_steps: int = 100
     lr_power: float = 1.0  # poly decay exponent (1.0 = linear, the paper's code uses 0.9)
     grad_clip: float | None = 1.0
@@ -326,6 +327,7 @@ class TrainConfig:
     # ---- the interactive (fine-tune job) recipe -------------------------------------------------
     LR_SCRATCH: ClassVar[float] = 6e-4  # AdamW base LR from random weights (SegFormer's recipe)
     LR_FINETUNE: ClassVar[float] = 6e-5  # from a trained or pretrained model: 10x lower, keeps what it knows
+    FREEZE_BELOW_IMAGES: ClassVar[int] = 5  # encoder="auto" freezes a trained encoder below this many images
 
     @classmethod
     def for_interactive(cls, model: ModelConfig, *, steps: int, batch_size: int, crop_size: int, seed: int,
@@ -333,7 +335,9 @@ class TrainConfig:
                         lr: float | None = None, from_random: bool = True, init_bundle: str | None = None,
                         pretrained: str | None = None, time_budget_s: float | None = None,
                         checkpoint_every: int = 50, out_dir: str = "runs/interactive",
-                        device: str | None = None) -> TrainConfig:
+                        device: str | None = None, labelled_images: int | None = None,
+                        base_used_affinity: bool = True,
+                        encoder: Literal["auto", "train", "freeze"] = "auto") -> TrainConfig:
         """The recipe of a fine-tune job on a project's few labelled images (minutes on a CPU).
 
         Why these values: warm-up is a tenth of the run (at most 100 steps) so short jobs still reach
@@ -341,12 +345,25 @@ class TrainConfig:
         pixels, so promotion has a score without validating every few steps; every step is logged
         because a job's progress is what the user watches; the LR defaults to ``LR_SCRATCH`` from
         random weights and ``LR_FINETUNE`` otherwise; alpha follows the paper per annotation kind.
+
+        Keeping a trained base close (no drift on the images nobody labelled): with ``encoder="auto"``
+        the encoder is frozen when training starts from a trained model and fewer than
+        ``FREEZE_BELOW_IMAGES`` images are labelled (a handful of images cannot teach an encoder much,
+        but can pull it away from what it learnt); and the affinity weight is ramped in over the
+        first quarter of the run when the base was trained without it (its attention has not been
+        shaped by L_aff yet, and a full-weight term on untrained predictions is noise).
         """
         loss = LossConfig.for_annotation(annotation, **({"alpha": alpha} if alpha is not None else {}))
+        if not base_used_affinity:
+            loss.alpha_warmup_steps = max(1, steps // 4)
+        freeze = encoder == "freeze" or (
+            encoder == "auto" and not from_random and labelled_images is not None
+            and labelled_images < cls.FREEZE_BELOW_IMAGES)
         return cls(
             model=model, loss=loss, init_bundle=init_bundle, pretrained=pretrained,
             lr=lr if lr is not None else (cls.LR_SCRATCH if from_random else cls.LR_FINETUNE),
             warmup_steps=max(1, min(100, steps // 10)), steps=steps, batch_size=batch_size, crop_size=crop_size,
             seed=seed, val_every=max(1, min(150, steps // 4)), log_every=1, ckpt_every=min(checkpoint_every, steps),
             time_budget_s=time_budget_s, out_dir=out_dir, device=device, num_workers=0, val_metric="miou",
+            freeze_encoder=freeze,
         )
