@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from PIL import Image
 
+from model.imageio import ImageReadError, decode_image, heatmap_overlay, heatmap_rgb, read_image
+from model.preprocess import to_rgb_array
 from webui.app import parse_classes
 from webui.client import ApiError
 from webui.components.learn import compare_md, curve_rows
-from webui.imaging import UNLABELED, editor_label, label_to_layer, paint_points, snap_to_classes
+from webui.imaging import (
+    UNLABELED,
+    decode_rgb,
+    editor_label,
+    entropy_view,
+    label_to_layer,
+    paint_points,
+    snap_to_classes,
+)
 
 COLORS = [(0, 0, 255), (255, 0, 0), (0, 200, 0)]
 
@@ -69,3 +82,29 @@ def test_job_curve_and_comparison() -> None:
     md = compare_md(models, job)
     assert "| miou | 0.1000 | 0.4000 |" in md and "now active" in md
     assert compare_md(models, {**job, "state": "cancelled"}) == ""
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "P", "1", "I;16"])
+def test_bytes_decode_as_the_model_reads_files(tmp_path: Path, mode: str) -> None:
+    rng = np.random.default_rng(1)
+    if mode == "I;16":
+        im = Image.fromarray(rng.integers(0, 4096, (9, 11), dtype=np.uint16))
+    else:
+        im = Image.fromarray(rng.integers(0, 256, (9, 11, 4), dtype=np.uint8), "RGBA").convert(mode)
+    path = tmp_path / "x.png"
+    im.save(path)
+    stored = read_image(path)
+    assert np.array_equal(decode_image(path.read_bytes()), stored)
+    assert np.array_equal(decode_rgb(path.read_bytes()), to_rgb_array(stored))
+    with pytest.raises(ImageReadError, match="cannot read image thing.png"):
+        decode_image(b"not an image", "thing.png")
+
+
+def test_heatmap_overlay_is_the_one_blend() -> None:
+    rgb = np.full((4, 5, 3), 200, np.uint8)
+    heat = np.linspace(0, 1, 20).reshape(4, 5)
+    assert np.array_equal(heatmap_overlay(rgb, heat, 0.0), rgb)
+    assert np.array_equal(heatmap_overlay(rgb, heat, 1.0), heatmap_rgb(heat))
+    probs = np.full((2, 4, 5), 0.5, np.float32)
+    view, mean, top = entropy_view(rgb, probs, 0.65)
+    assert view.dtype == np.uint8 and np.isclose(mean, np.log(2), atol=1e-5) and np.isclose(top, np.log(2))
