@@ -240,15 +240,26 @@ def evaluate_cmd(
     flip: Annotated[bool, typer.Option(help="Flip test-time augmentation.")] = False,
     scales: Annotated[str, typer.Option(help="Multi-scale TTA, e.g. '0.75,1,1.25'.")] = "1",
     exclude_background: Annotated[bool, typer.Option(help="Leave class 0 out of the means (MSCMR).")] = False,
+    lcc: Annotated[bool, typer.Option(help="Keep the largest connected component per class (not class 0): "
+                                           "3-D over a subject's slices, 2-D per image without subjects.")]
+    = False,
+    folds: Annotated[Path | None, typer.Option(help="Folds file (configs/folds/*.json): score only --fold.")]
+    = None,
+    fold: Annotated[int | None, typer.Option(help="With --folds: the held-out fold of --split to score.")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write report.json and coloured PNGs.")]
     = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda (default: CUDA if present).")] = None,
 ) -> None:
-    """Evaluate a bundle: confusion matrix, mIoU, per-class IoU/Dice, pixel accuracy, Dice per volume."""
+    """Evaluate a bundle: confusion matrix, mIoU, per-class IoU/Dice, pixel accuracy, Dice per volume.
+
+    With ``--folds F --fold K`` only fold K's subjects of the split are scored (the held-out fold of a
+    cross-validation run; MSCMR's train subjects have scribbles only, so use ``--target sparse``).
+    """
     from PIL import Image
 
     from .bundle import BundleError, load_bundle
     from .data import DatasetError, load_dataset
+    from .data.folds import read_folds, split_fold
     from .evaluate import evaluate
     from .imageio import colorize
     from .predictor import Predictor, default_device
@@ -256,10 +267,14 @@ def evaluate_cmd(
     scale_list = parse_floats(scales, "--scales")
     if target not in ("dense", "sparse"):
         fail(f"--target must be 'dense' or 'sparse', got {target!r}")
+    if (folds is None) != (fold is None):
+        fail("--folds and --fold go together")
     try:
         net, bundle = load_bundle(model, device=device or default_device())
         ds = load_dataset(data, split)
-    except (BundleError, DatasetError) as e:
+        if folds is not None and fold is not None:
+            ds = split_fold(ds, read_folds(folds), fold)[1]
+    except (BundleError, DatasetError, OSError, ValueError, KeyError) as e:
         fail(str(e))
     if ds.classes.names != bundle.config.class_names:
         fail(f"the model's classes {bundle.config.class_names} differ from the dataset's {ds.classes.names}")
@@ -274,7 +289,7 @@ def evaluate_cmd(
     try:
         report = evaluate(Predictor(net, device=device), ds, ds.classes.names, target=target, flip=flip,
                           scales=scale_list, exclude_from_mean=(0,) if exclude_background else (),
-                          on_prediction=save)
+                          on_prediction=save, lcc=lcc)
     except ValueError as e:
         fail(str(e))
     result = report.to_dict()
@@ -292,7 +307,9 @@ def evaluate_cmd(
     Console().print(summary)
     if output is not None:
         (output / "report.json").write_text(json.dumps({"model": str(model), "data": data, "split": split,
-                                                        **result}, indent=2))
+                                                        "flip": flip, "scales": scale_list, "lcc": lcc,
+                                                        "folds": str(folds) if folds else None, "fold": fold,
+                                                        "target": target, **result}, indent=2))
         console.print(f"wrote {output / 'report.json'}")
 
 

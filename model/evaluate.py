@@ -4,6 +4,11 @@ Per-volume Dice stacks the slices of one subject (``Sample.group``) before compu
 MSCMR scribble papers (CycleMix, ScribFormer) report it; per-slice Dice would punish empty apical
 slices. Pixels whose ground truth is 255 are ignored, so the same code scores dense masks and
 held-out sparse labels.
+
+``largest_component`` is the post-processing clinical pipelines apply (one heart has one LV, one RV
+and one myocardium): per class keep only the largest connected component, in 3-D over the slices of
+a subject when samples have a group, per image otherwise. It is an evaluation-time option
+(``evaluate(..., lcc=True)``, ``sasformer eval --lcc``), reported separately from the model.
 """
 
 from __future__ import annotations
@@ -13,8 +18,54 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from .config import IGNORE_INDEX
+
+
+def largest_component(class_map: np.ndarray, classes: Iterable[int], fill: int = 0) -> np.ndarray:
+    """Keep, for each class in ``classes``, only its largest connected component; the rest becomes ``fill``.
+
+    ``class_map`` is ``(H, W)`` (one image) or ``(Z, H, W)`` (the slices of one volume, in order):
+    components are face-connected in 2-D or 3-D accordingly (4- / 6-connectivity), so a structure
+    is one object across neighbouring slices. Classes not listed (e.g. background) are untouched;
+    ties keep the component met first in scan order. Returns a new array.
+    """
+    if class_map.ndim not in (2, 3):
+        raise ValueError(f"class_map must be (H, W) or (Z, H, W), got shape {class_map.shape}")
+    out = class_map.copy()
+    for c in classes:
+        labels, n = ndimage.label(class_map == c)
+        if n <= 1:
+            continue
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        sizes[0] = 0
+        keep = int(sizes.argmax())
+        out[(labels != 0) & (labels != keep)] = fill
+    return out
+
+
+def _lcc_by_group(items: list[tuple[Any, str, np.ndarray]], classes: Sequence[int]) -> list[np.ndarray]:
+    """LCC of each ``(group, name, prediction)``: in 3-D over each group's slices stacked in name order
+    (MSCMR's ``subject_zNN``: zero-padded, so name order is slice order), in 2-D without a group."""
+    out: list[np.ndarray | None] = [None] * len(items)
+    groups: dict[Any, list[int]] = {}
+    for i, (group, _, pred) in enumerate(items):
+        if group is None:
+            out[i] = largest_component(pred, classes)
+        else:
+            groups.setdefault(group, []).append(i)
+    for idx in groups.values():
+        idx = sorted(idx, key=lambda i: items[i][1])
+        shapes = {items[i][2].shape for i in idx}
+        if len(shapes) != 1:  # slices of different sizes cannot be stacked: fall back to 2-D
+            for i in idx:
+                out[i] = largest_component(items[i][2], classes)
+            continue
+        vol = largest_component(np.stack([items[i][2] for i in idx]), classes)
+        for j, i in enumerate(idx):
+            out[i] = vol[j]
+    return [o for o in out if o is not None]
 
 
 def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int,
@@ -154,20 +205,38 @@ def evaluate(
     scales: Sequence[float] = (1.0,),
     exclude_from_mean: Sequence[int] = (),
     on_prediction: Callable[[Any, np.ndarray], None] | None = None,
+    lcc: bool = False,
+    lcc_classes: Sequence[int] | None = None,
 ) -> EvalReport:
     """Predict every sample with a ``Predictor`` and score it against ``sample.<target>``.
 
-    ``on_prediction(sample, class_map)`` lets callers write prediction images without a second pass.
+    ``on_prediction(sample, class_map)`` lets callers write prediction images without a second pass
+    (after post-processing). ``lcc`` keeps the largest connected component of each class in
+    ``lcc_classes`` (default: every class but 0, the background), in 3-D over the slices of each
+    ``Sample.group`` in name order, in 2-D for samples without a group. It needs every
+    prediction of a group before scoring, so predictions are held in memory (uint8 maps).
     """
+
+    def predict(s: Any) -> tuple[np.ndarray, np.ndarray]:
+        gt = getattr(s, target)
+        if gt is None:
+            raise ValueError(f"sample {s.name} has no {target} ground truth to evaluate against")
+        return predictor.predict(s.image, flip=flip, scales=scales).class_map, gt
 
     def pairs() -> Iterable[tuple[np.ndarray, np.ndarray, str | None]]:
         for s in samples:
-            gt = getattr(s, target)
-            if gt is None:
-                raise ValueError(f"sample {s.name} has no {target} ground truth to evaluate against")
-            pred = predictor.predict(s.image, flip=flip, scales=scales).class_map
+            pred, gt = predict(s)
             if on_prediction is not None:
                 on_prediction(s, pred)
             yield pred, gt, s.group
 
-    return accumulate(pairs(), class_names, exclude_from_mean)
+    if not lcc:
+        return accumulate(pairs(), class_names, exclude_from_mean)
+    keep = list(lcc_classes) if lcc_classes is not None else list(range(1, len(class_names)))
+    items = [(s, *predict(s)) for s in samples]
+    processed = _lcc_by_group([(s.group, s.name, pred) for s, pred, _ in items], keep)
+    if on_prediction is not None:
+        for (s, _, _), pred in zip(items, processed, strict=True):
+            on_prediction(s, pred)
+    return accumulate(((pred, gt, s.group) for (s, _, gt), pred in zip(items, processed, strict=True)),
+                      class_names, exclude_from_mean)

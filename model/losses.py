@@ -164,20 +164,76 @@ def affinity_loss(
     return total, per_stage
 
 
+def propagated_pseudo_labels(
+    logits: torch.Tensor,
+    attentions: list[torch.Tensor] | list[StageQK],
+    target: torch.Tensor,
+    cfg: LossConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CE of the logits against confident propagated labels on unlabeled pixels (``LossConfig.pseudo_*``).
+
+    Per affinity stage: ``Y = A @ softmax(logits')`` (single normalisation, so ``Y`` is the
+    attention-weighted mean of the neighbours' class probabilities; no gradient flows through it,
+    it is a target), resized bilinearly to the logits' grid (the decoder's 1/4 resolution), gated by
+    ``max Y > pseudo_threshold`` and restricted to pixels of that grid whose image cell holds no
+    label (``unlabeled_cells``). The CE is averaged over the gated pixels, then over stages.
+
+    Returns ``(loss, fraction of unlabeled logit pixels that passed the gate)``; the loss is 0
+    (attached) when no pixel passes, e.g. early in training when every prediction is unsure.
+    """
+    b, c, h, w = logits.shape
+    unlabeled = unlabeled_cells(target, (h, w), cfg.ignore_index).view(b, h, w)
+    losses, passed = [], []
+    for stage in cfg.stages:
+        attn = attentions[stage - 1]
+        with torch.no_grad():
+            if isinstance(attn, StageQK):
+                attn = StageQK(attn.q.detach(), attn.k.detach(), attn.query_hw, attn.key_hw)
+            else:
+                attn = attn.detach()
+            y, _ = propagate(attn, logits.detach(), "single", cfg.exclude_self)
+            hq, wq = _query_grid(attn)
+            y = y.transpose(1, 2).reshape(b, c, hq, wq)
+            if (hq, wq) != (h, w):
+                y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
+            conf, label = y.max(1)
+            gate = unlabeled & (conf > cfg.pseudo_threshold)
+            pseudo = torch.where(gate, label, torch.full_like(label, cfg.ignore_index))
+        n = gate.sum()
+        passed.append(n.float() / unlabeled.sum().clamp_min(1))
+        if bool(n > 0):
+            losses.append(F.cross_entropy(logits, pseudo, ignore_index=cfg.ignore_index, reduction="mean"))
+        else:
+            losses.append(logits.sum() * 0.0)
+    if not losses:
+        return logits.sum() * 0.0, logits.new_zeros(())
+    return torch.stack(losses).mean(), torch.stack(passed).mean()
+
+
 @dataclass
 class LossOutput:
-    """Total loss and its terms; ``alpha`` is the weight actually applied at this step."""
+    """Total loss and its terms; ``alpha`` is the weight actually applied at this step.
+
+    ``pseudo``/``pseudo_frac``/``pseudo_weight`` are set only when the pseudo-label term is on, so the
+    logged terms of runs without it are unchanged.
+    """
 
     loss: torch.Tensor
     pce: torch.Tensor
     aff: torch.Tensor
     alpha: float
     aff_per_stage: dict[int, torch.Tensor]
+    pseudo: torch.Tensor | None = None
+    pseudo_frac: torch.Tensor | None = None
+    pseudo_weight: float = 0.0
 
     def scalars(self) -> dict[str, float]:
         out = {name: float(getattr(self, name).detach()) for name in ("loss", "pce", "aff")}
         out["alpha"] = self.alpha
         out.update({f"aff_s{k}": float(v.detach()) for k, v in self.aff_per_stage.items()})
+        if self.pseudo is not None and self.pseudo_frac is not None:
+            out.update(pseudo=float(self.pseudo.detach()), pseudo_frac=float(self.pseudo_frac),
+                       pseudo_weight=self.pseudo_weight)
         return out
 
 
@@ -188,16 +244,27 @@ def sasformer_loss(
     cfg: LossConfig,
     step: int = 0,
 ) -> LossOutput:
-    """``pCE + alpha(step) * L_aff``. With ``alpha == 0`` or no attention, this is plain pCE."""
+    """``pCE + alpha(step) * L_aff [+ pseudo_weight(step) * L_pseudo]``.
+
+    With ``alpha == 0`` (and no pseudo-label term) or no attention, this is plain pCE.
+    """
     pce = partial_cross_entropy(logits, target, cfg.ignore_index)
     alpha = cfg.alpha_at(step)
+    use_pseudo = cfg.pseudo_weight > 0 and attentions is not None and bool(cfg.stages)
     if attentions is None or cfg.alpha == 0 or not cfg.stages:
         zero = pce.detach() * 0.0
-        return LossOutput(pce, pce, zero, alpha, {})
-    aff, per_stage = affinity_loss(logits, attentions, target, cfg)
-    return LossOutput(pce + alpha * aff, pce, aff, alpha, per_stage)
+        out = LossOutput(pce, pce, zero, alpha, {})
+    else:
+        aff, per_stage = affinity_loss(logits, attentions, target, cfg)
+        out = LossOutput(pce + alpha * aff, pce, aff, alpha, per_stage)
+    if use_pseudo and attentions is not None:
+        weight = cfg.pseudo_weight_at(step)
+        pseudo, frac = propagated_pseudo_labels(logits, attentions, target, cfg)
+        out.loss = out.loss + weight * pseudo
+        out.pseudo, out.pseudo_frac, out.pseudo_weight = pseudo, frac, weight
+    return out
 
 
 def needs_attention(cfg: LossConfig) -> bool:
     """Whether a forward must capture attention for this loss (skip the cost when it does not)."""
-    return cfg.alpha > 0 and bool(cfg.stages)
+    return (cfg.alpha > 0 or cfg.pseudo_weight > 0) and bool(cfg.stages)

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from .bundle import load_bundle, save_bundle
 from .config import ModelConfig, TrainConfig
 from .data import DatasetSplit, SparseSegDataset, TrainTransform, load_dataset, report, simulate_dataset
+from .data.folds import read_folds, split_fold
 from .evaluate import EvalReport, evaluate
 from .losses import needs_attention, sasformer_loss
 from .predictor import Predictor
@@ -68,7 +69,11 @@ class TrainingError(ValueError):
 
 # ---- data -------------------------------------------------------------------------------------------
 def load_data(cfg: TrainConfig) -> tuple[DatasetSplit, DatasetSplit | None]:
-    """Training and validation splits from the config's dataset specs (sparse labels simulated if asked)."""
+    """Training and validation splits from the config's dataset specs (sparse labels simulated if asked).
+
+    With ``data.folds``/``data.fold`` the validation split is the held-out fold of the training split
+    (subject-level cross-validation), so choosing settings never looks at ``val``.
+    """
     d = cfg.data
     if not d.train:
         raise TrainingError("no training data: set data.train (e.g. 'mscmr:../shared/data/mscmr_scribble')")
@@ -76,6 +81,16 @@ def load_data(cfg: TrainConfig) -> tuple[DatasetSplit, DatasetSplit | None]:
     if d.simulate is not None:
         simulated = simulate_dataset(train, d.simulate, seed=d.simulate_seed, **d.simulate_params)
         train = simulated if isinstance(simulated, DatasetSplit) else train.with_samples(simulated)
+    if (d.fold is None) != (d.folds is None):
+        raise TrainingError("cross-validation needs both data.folds (a folds file) and data.fold (its index)")
+    if d.folds is not None and d.fold is not None:
+        try:
+            train, held_out = split_fold(train, read_folds(d.folds), d.fold)
+        except (OSError, ValueError, KeyError) as e:
+            raise TrainingError(f"data.folds={d.folds}, data.fold={d.fold}: {e}") from e
+        if d.max_train_samples is not None:
+            train = train.with_samples(list(train)[: d.max_train_samples])
+        return train, held_out
     if d.max_train_samples is not None:
         train = train.with_samples(list(train)[: d.max_train_samples])
     val = None
@@ -272,6 +287,8 @@ def _build_model_and_optimizer(cfg: TrainConfig, train_data: DatasetSplit, place
     _seed_everything(cfg.seed + place.rank)
     model, mcfg = build_model(cfg, train_data)
     model.to(place.device).train()
+    if cfg.freeze_encoder:  # only the decode head learns; its parameter groups are all the optimiser gets
+        model.encoder.requires_grad_(False)
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     use_amp = cfg.amp and place.device.type == "cuda"

@@ -16,3 +16,13 @@ run_experiment() {
     || { echo "FAILED: see $out.log"; return 1; }
   tail -n 1 "$out.log"
 }
+
+# eval_bundle BUNDLE OUTDIR [sasformer eval options...]: writes OUTDIR/report.json, skipped when it exists.
+eval_bundle() {
+  local bundle="$1" out="$2"
+  shift 2
+  if [ -f "$out/report.json" ]; then return 0; fi
+  .venv/bin/sasformer eval -m "$bundle" "$@" -o "$out" > "$out.log" 2>&1 \
+    || { echo "EVAL FAILED: see $out.log"; return 1; }
+  rm -rf "$out/predictions"   # the report is what the summaries read; the PNGs are megabytes per run
+}

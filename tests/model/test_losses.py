@@ -219,3 +219,89 @@ def test_total_loss_and_alpha_ramp() -> None:
     # the default (stage 2 alone, docs/RESULTS.md) reports that stage only
     default = sasformer_loss(logits, maps, target, LossConfig()).scalars()
     assert {k for k in default if k.startswith("aff_s")} == {"aff_s2"}
+
+
+# ---- propagated pseudo-labels (LossConfig.pseudo_*) ---------------------------------------------------
+def _identity_attention(b: int, h: int, w: int) -> torch.Tensor:
+    """Each query cell attends only to the key cell at its own position: Y = P, the easiest case to check."""
+    eye = torch.eye(h * w).reshape(h, w, h, w)
+    return eye.unsqueeze(0).expand(b, h, w, h, w).clone()
+
+
+def test_pseudo_labels_are_the_confident_propagated_argmax_on_unlabeled_pixels() -> None:
+    torch.manual_seed(0)
+    b, c, h, w = 2, 3, 4, 4
+    logits = torch.randn(b, c, h, w) * 4  # sharp: many cells confident, some not
+    logits.requires_grad_(True)
+    target = torch.full((b, 16, 16), 255, dtype=torch.long)
+    target[0, :4, :4] = 1  # labels the top-left cell of image 0 at the 4x4 grid
+    maps = [_identity_attention(b, h, w)] * 4
+    cfg = LossConfig(stages=(2,), pseudo_weight=1.0, pseudo_threshold=0.8)
+    from model.losses import propagated_pseudo_labels
+
+    loss, frac = propagated_pseudo_labels(logits, maps, target, cfg)
+    probs = logits.detach().softmax(1)
+    conf, label = probs.max(1)
+    gate = conf > 0.8
+    gate[0, 0, 0] = False  # labeled cell
+    expected_target = torch.where(gate, label, torch.full_like(label, 255))
+    expected = F.cross_entropy(logits, expected_target, ignore_index=255)
+    assert 0 < int(gate.sum()) < b * h * w
+    assert torch.allclose(loss, expected, atol=1e-6)
+    assert float(frac) == pytest.approx(int(gate.sum()) / (b * h * w - 1))
+    loss.backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def test_pseudo_labels_follow_the_attention_and_carry_no_gradient_into_it() -> None:
+    b, c, h, w = 1, 2, 2, 2
+    logits = torch.zeros(b, c, h, w)
+    logits[0, 1, 0, 0] = 10.0  # only cell (0, 0) is confident, for class 1
+    logits.requires_grad_(True)
+    attn = torch.zeros(b, h, w, h, w)
+    attn[..., 0, 0] = 1.0  # every query attends to cell (0, 0): Y is class 1 everywhere
+    attn.requires_grad_(True)
+    target = torch.full((b, 8, 8), 255, dtype=torch.long)
+    cfg = LossConfig(stages=(1,), pseudo_weight=1.0, pseudo_threshold=0.9)
+    from model.losses import propagated_pseudo_labels
+
+    loss, frac = propagated_pseudo_labels(logits, [attn] * 4, target, cfg)
+    assert float(frac) == 1.0  # all four cells pass: they inherit (0, 0)'s confident class
+    expected = F.cross_entropy(logits, torch.ones(b, h, w, dtype=torch.long))
+    assert torch.allclose(loss, expected)
+    loss.backward()
+    assert attn.grad is None  # the target is a stop-gradient: only the prediction is pulled
+
+
+def test_pseudo_gate_closed_gives_zero_and_default_off_changes_nothing() -> None:
+    torch.manual_seed(1)
+    b, c, h, w = 1, 4, 4, 4
+    logits = torch.randn(b, c, h, w) * 0.1  # unsure everywhere: max prob ~0.25-0.3
+    target = torch.full((b, 16, 16), 255, dtype=torch.long)
+    target[0, 5, 5] = 2
+    maps = [_identity_attention(b, h, w)] * 4
+    from model.losses import propagated_pseudo_labels
+
+    loss, frac = propagated_pseudo_labels(logits, maps, target, LossConfig(pseudo_weight=1.0))
+    assert float(loss) == 0.0 and float(frac) == 0.0
+    base = sasformer_loss(logits, maps, target, LossConfig(stages=(2,)))
+    on = sasformer_loss(logits, maps, target, LossConfig(stages=(2,), pseudo_weight=0.5, pseudo_threshold=0.0))
+    assert "pseudo" not in base.scalars()
+    assert {"pseudo", "pseudo_frac", "pseudo_weight"} <= set(on.scalars())
+    assert torch.allclose(on.loss, base.loss + 0.5 * on.pseudo)
+    # pseudo-labels alone (alpha 0) still need attention and still add their term
+    only = sasformer_loss(logits, maps, target, LossConfig(alpha=0.0, stages=(2,), pseudo_weight=1.0,
+                                                           pseudo_threshold=0.0))
+    assert float(only.aff) == 0.0 and torch.allclose(only.loss, only.pce + only.pseudo)
+
+
+def test_pseudo_config_validation_and_ramp() -> None:
+    from model.losses import needs_attention
+
+    with pytest.raises(ValueError, match="pseudo"):
+        LossConfig(pseudo_threshold=1.5)
+    with pytest.raises(ValueError, match="pseudo"):
+        LossConfig(pseudo_weight=-1)
+    cfg = LossConfig(alpha=0.0, pseudo_weight=0.4, pseudo_warmup_steps=4)
+    assert needs_attention(cfg) and not needs_attention(LossConfig(alpha=0.0))
+    assert [cfg.pseudo_weight_at(s) for s in (0, 1, 3, 10)] == pytest.approx([0.1, 0.2, 0.4, 0.4])

@@ -137,3 +137,37 @@ def test_interrupting_exception_still_saves_checkpoint_and_bundle(tmp_path: Path
               progress_bar=False)
     assert r.status == "interrupted" and r.steps_done == 2
     assert (tmp_path / "run" / "checkpoint.pt").is_file() and (tmp_path / "run" / "last" / "bundle.json").is_file()
+
+
+def test_cross_validation_fold_trains_on_the_other_groups_and_validates_on_its_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """data.folds + data.fold: the held-out group is the validation split and never a training sample."""
+    import model.train as train_mod
+    from model.data.folds import write_folds
+
+    data = toy_split(6)  # groups g0 (toy00, 02, 04) and g1 (toy01, 03, 05)
+    monkeypatch.setattr(train_mod, "load_dataset", lambda spec, split: data)
+    write_folds(tmp_path / "folds.json", [["g0"], ["g1"]])
+    cfg = _cfg(tmp_path, data={"train": "toy", "val": "toy", "folds": str(tmp_path / "folds.json"), "fold": 1})
+    train_split, held = train_mod.load_data(cfg)
+    assert [s.name for s in held] == ["toy01", "toy03", "toy05"]  # not the val spec: the held-out fold
+    assert [s.name for s in train_split] == ["toy00", "toy02", "toy04"]
+    write_folds(tmp_path / "folds.json", [["g0"], ["other"]])
+    with pytest.raises(TrainingError, match="in no fold"):  # g1 in no fold: an error, not a silent leak
+        train_mod.load_data(cfg)
+    with pytest.raises(TrainingError, match="both data.folds"):
+        train_mod.load_data(_cfg(tmp_path, data={"train": "toy", "fold": 0}))
+
+
+def test_pseudo_labels_train_through_the_real_attention(tmp_path: Path) -> None:
+    """The pseudo-label term runs on the model's StageQK attention and is logged; off by default."""
+    events: list[dict] = []
+    cfg = _cfg(tmp_path, steps=4, loss={"stages": [2], "pseudo_weight": 1.0, "pseudo_threshold": 0.0})
+    r = train(cfg, toy_split(4), callbacks=Callbacks(on_progress=events.append), progress_bar=False)
+    assert r.status == "completed"
+    logged = [e for e in events if e["event"] == "train"]
+    assert all(e["pseudo_frac"] > 0 and e["pseudo"] > 0 for e in logged)  # threshold 0: every unlabeled px
+    plain: list[dict] = []
+    train(_cfg(tmp_path / "plain", steps=1), toy_split(4), callbacks=Callbacks(on_progress=plain.append),
+          progress_bar=False)
+    assert "pseudo" not in next(e for e in plain if e["event"] == "train")

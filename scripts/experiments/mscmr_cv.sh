@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The selection protocol of docs/RESULTS.md (issue 14): subject-level 5-fold cross-validation over the
+# 25 MSCMR training subjects (folds fixed in configs/folds/mscmr_train_5fold.json), plus val.
+# Each run trains on 4 folds (20 subjects) and is scored on the held-out fold's real scribble pixels
+# (train subjects have no dense masks) and on the 5 val subjects' dense masks, each plain, with flip
+# TTA, with largest-connected-component (3-D per subject) and with both, so every gain is attributable.
+# Usage: scripts/experiments/mscmr_cv.sh [-s "0 1 2"] [-f "0 1 2 3 4"] ARM [ARM...]   (arms: see below)
+# Runs go to runs/mscmrcv_<arm>_f<fold>_s<seed>/ (eval reports in its eval/ folder); finished runs and
+# evals are skipped, cut ones resumed. Summary:
+#   .venv/bin/python scripts/experiments/summarize.py mscmrcv --cv --pair pce,stage2
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source scripts/experiments/lib.sh
+FOLDS=configs/folds/mscmr_train_5fold.json
+DATA=mscmr:../shared/data/mscmr_scribble
+# arm -> "config [key=value ...]"; every SASFormer arm is experiment 1's recipe with the named change.
+declare -A arms=(
+  [pce]="mscmr_pce"
+  [stage2]="mscmr_sasformer loss.stages=[2]"
+  [stage2_pl]="mscmr_sasformer loss.stages=[2] loss.pseudo_weight=0.5 loss.pseudo_threshold=0.9 loss.pseudo_warmup_steps=300"
+)
+seeds="0"; folds="0 1 2 3 4"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -s) seeds="$2"; shift 2 ;;
+    -f) folds="$2"; shift 2 ;;
+    *) break ;;
+  esac
+done
+[ $# -gt 0 ] || { echo "usage: $0 [-s SEEDS] [-f FOLDS] ARM...; arms: ${!arms[*]}" >&2; exit 2; }
+for arm in "$@"; do
+  [ -n "${arms[$arm]:-}" ] || { echo "unknown arm '$arm'; arms: ${!arms[*]}" >&2; exit 2; }
+done
+for seed in $seeds; do
+  for fold in $folds; do
+    for arm in "$@"; do
+      read -r config kvs <<< "${arms[$arm]}"
+      sets=(--set "seed=$seed" --set "data.folds=$FOLDS" --set "data.fold=$fold")
+      for kv in $kvs; do sets+=(--set "$kv"); done
+      out="runs/mscmrcv_${arm}_f${fold}_s${seed}"
+      run_experiment "$out" "$config" "${sets[@]}"
+      mkdir -p "$out/eval"
+      for post in plain flip lcc flip_lcc; do
+        opts=()
+        case "$post" in flip) opts=(--flip) ;; lcc) opts=(--lcc) ;; flip_lcc) opts=(--flip --lcc) ;; esac
+        eval_bundle "$out/last" "$out/eval/val_$post" --data "$DATA" --split val --exclude-background \
+          --device cpu "${opts[@]}"
+        eval_bundle "$out/last" "$out/eval/heldout_$post" --data "$DATA" --split train --target sparse \
+          --folds "$FOLDS" --fold "$fold" --exclude-background --device cpu "${opts[@]}"
+      done
+    done
+  done
+done
