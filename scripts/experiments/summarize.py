@@ -7,16 +7,128 @@ checkpoints on the split we report on would flatter every arm (the public code's
 
     .venv/bin/python scripts/experiments/summarize.py mscmr --metric volume_dice
     .venv/bin/python scripts/experiments/summarize.py camvid_scribbles --metric miou
+
+``--cv`` summarises the cross-validation runs of ``mscmr_cv.sh`` (``runs/<prefix>_<arm>_f<fold>_s<seed>/``,
+eval reports in ``eval/``): per arm and evaluation-time option (plain, flip, lcc, flip_lcc), the mean
+volume Dice over the held-out subjects of the finished folds (scored on their scribble pixels) and
+over the 5 val subjects (dense masks), mean +- sample std over seeds; then, for each ``--pair A,B``
+(``arm`` or ``arm@option``), the per-subject differences B - A (each subject's score averaged over
+the seeds both have) with a Wilcoxon signed-rank and a paired t-test. Subjects, not seeds, are the
+paired units: the question is whether a setting helps on unseen subjects.
+
+    .venv/bin/python scripts/experiments/summarize.py mscmrcv --cv --pair pce,stage2 --pair stage2,stage2@lcc
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
+
+POSTS = ("plain", "flip", "lcc", "flip_lcc")
+
+
+def _subject_scores(report: dict[str, Any]) -> dict[str, float]:
+    """Per subject (``report["volumes"]``): mean volume Dice over the classes not excluded from the mean."""
+    excluded = set(report.get("excluded_from_mean", []))
+    out = {}
+    for subject, per_class in report.get("volumes", {}).items():
+        vals = [v for c, v in per_class.items() if c not in excluded and v is not None]
+        if vals:
+            out[subject] = statistics.mean(vals)
+    return out
+
+
+def _cv_runs(runs: Path, prefix: str) -> dict[tuple[str, str, str], dict[int, dict[str, float]]]:
+    """``{(arm, post, where): {seed: {subject: score}}}`` over finished runs, where = heldout | val.
+
+    A held-out subject is scored by the one run whose fold holds it out; a val subject by every fold's
+    run, and its score is their mean (one number per subject per seed, like the held-out ones).
+    """
+    pattern = re.compile(rf"^{re.escape(prefix)}_(?P<arm>.+)_f(?P<fold>\d+)_s(?P<seed>\d+)$")
+    lists: dict[tuple[str, str, str], dict[int, dict[str, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list)))
+    for d in sorted(runs.iterdir()) if runs.is_dir() else []:
+        m = pattern.match(d.name)
+        meta = d / "last" / "bundle.json"
+        if not m or not meta.is_file() or json.loads(meta.read_text())["provenance"]["status"] != "completed":
+            continue
+        for where in ("heldout", "val"):
+            for post in POSTS:
+                rep = d / "eval" / f"{where}_{post}" / "report.json"
+                if rep.is_file():
+                    for subject, v in _subject_scores(json.loads(rep.read_text())).items():
+                        lists[(m["arm"], post, where)][int(m["seed"])][subject].append(v)
+    return {key: {seed: {subj: statistics.mean(v) for subj, v in per.items()} for seed, per in seeds.items()}
+            for key, seeds in lists.items()}
+
+
+def _fmt(vals: list[float]) -> str:
+    if not vals:
+        return "n/a"
+    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return f"{statistics.mean(vals):.4f} ± {sd:.4f}"
+
+
+def _paired(a: dict[int, dict[str, float]], b: dict[int, dict[str, float]]) -> tuple[list[float], list[int]]:
+    """Per-subject B - A, each subject's scores averaged over the seeds where both arms scored it."""
+    seeds = sorted(set(a) & set(b))
+    diffs = []
+    for subject in sorted({s for seed in seeds for s in a[seed]}):
+        pairs = [(a[s][subject], b[s][subject]) for s in seeds if subject in a[s] and subject in b[s]]
+        if pairs:
+            diffs.append(statistics.mean(y for _, y in pairs) - statistics.mean(x for x, _ in pairs))
+    return diffs, seeds
+
+
+def cv_summary(runs: Path, prefix: str, pairs: list[str]) -> None:
+    from scipy import stats
+
+    data = _cv_runs(runs, prefix)
+    if not data:
+        raise SystemExit(f"no finished runs named {prefix}_<arm>_f<fold>_s<seed> with eval reports under {runs}")
+    arms = sorted({arm for arm, _, _ in data})
+    done: dict[str, set[str]] = defaultdict(set)
+    for d in runs.iterdir():
+        m = re.match(rf"^{re.escape(prefix)}_(?P<arm>.+)_(?P<fs>f\d+_s\d+)$", d.name)
+        if m and (d / "eval" / "heldout_plain" / "report.json").is_file():
+            done[m["arm"]].add(m["fs"])
+    for arm in arms:
+        print(f"{arm}: finished fold/seed runs {', '.join(sorted(done[arm]))}")
+    print()
+    print("| arm | option | seeds | held-out subjects | CV (held-out scribbles) | val (dense masks) |")
+    print("|---|---|---|---|---|---|")
+    for arm in arms:
+        for post in POSTS:
+            held, val = data.get((arm, post, "heldout"), {}), data.get((arm, post, "val"), {})
+            if not held and not val:
+                continue
+            n_subj = "/".join(map(str, sorted({len(v) for v in held.values()}))) or "-"
+            cv = _fmt([statistics.mean(v.values()) for v in held.values()])
+            print(f"| {arm} | {post} | {','.join(map(str, sorted(held or val)))} | {n_subj} | {cv} | "
+                  f"{_fmt([statistics.mean(v.values()) for v in val.values()])} |")
+    for pair in pairs:
+        left, _, right = pair.partition(",")
+        (arm_a, _, post_a), (arm_b, _, post_b) = left.partition("@"), right.partition("@")
+        print(f"\n{right} - {left} (per-subject differences, mean over common seeds):")
+        for where in ("heldout", "val"):
+            diffs, seeds = _paired(data.get((arm_a, post_a or "plain", where), {}),
+                                   data.get((arm_b, post_b or "plain", where), {}))
+            if len(diffs) < 2:
+                print(f"  {where}: fewer than two paired subjects")
+                continue
+            nonzero = [d for d in diffs if d != 0]
+            w_p = stats.wilcoxon(nonzero).pvalue if len(nonzero) >= 2 else math.nan
+            t_p = stats.ttest_rel([0.0] * len(diffs), diffs).pvalue if statistics.pstdev(diffs) > 0 else math.nan
+            wins = sum(d > 0 for d in diffs)
+            print(f"  {where}: n={len(diffs)} subjects, seeds {seeds}: mean diff {statistics.mean(diffs):+.4f} "
+                  f"(median {statistics.median(diffs):+.4f}), B better on {wins}/{len(diffs)}, "
+                  f"Wilcoxon p={w_p:.3g}, paired t p={t_p:.3g}")
 
 
 def main() -> None:
@@ -24,7 +136,13 @@ def main() -> None:
     ap.add_argument("prefix", help="run name prefix, e.g. mscmr")
     ap.add_argument("--runs", type=Path, default=Path("runs"))
     ap.add_argument("--metric", choices=["volume_dice", "miou", "dice"], default="volume_dice")
+    ap.add_argument("--cv", action="store_true", help="cross-validation runs of mscmr_cv.sh (volume Dice)")
+    ap.add_argument("--pair", action="append", default=[], metavar="A,B",
+                    help="with --cv: paired test of B - A per subject; arms as ARM or ARM@plain|flip|lcc|flip_lcc")
     args = ap.parse_args()
+    if args.cv:
+        cv_summary(args.runs, args.prefix, args.pair)
+        return
     pattern = re.compile(rf"^{re.escape(args.prefix)}_(?P<arm>.+)_s(?P<seed>\d+)$")
     per_arm: dict[str, dict[int, dict]] = defaultdict(dict)
     for d in sorted(args.runs.iterdir()):
