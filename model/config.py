@@ -284,6 +284,8 @@ class TrainConfig:
     brightness: float = 10.0
     contrast: float = 0.0
     hflip: float = 0.5
+    # CutMix of images and their scribbles within a batch (model.data.mix); 0 = off, the default
+    cutmix_prob: float = 0.0
     num_workers: int = 0
     amp: bool = True  # used on CUDA only
     seed: int = 0

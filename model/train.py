@@ -31,6 +31,7 @@ from .bundle import load_bundle, save_bundle
 from .config import ModelConfig, TrainConfig
 from .data import DatasetSplit, SparseSegDataset, TrainTransform, load_dataset, report, simulate_dataset
 from .data.folds import read_folds, split_fold
+from .data.mix import cutmix_batch
 from .evaluate import EvalReport, evaluate
 from .losses import needs_attention, sasformer_loss
 from .predictor import Predictor
@@ -338,10 +339,13 @@ def _train_step(state: _RunState, net: torch.nn.Module, batches: Iterator[tuple[
     """One optimiser step over ``grad_accum`` micro-batches; returns the loss terms averaged over them."""
     state.optimizer.zero_grad(set_to_none=True)
     terms: dict[str, float] = {}
-    for _ in range(cfg.grad_accum):
+    for micro in range(cfg.grad_accum):
         x, y = next(batches)
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
+        if cfg.cutmix_prob > 0:  # seeded by (seed, step, micro): a resumed run mixes as the original did
+            gen = torch.Generator().manual_seed((cfg.seed * 1_000_003 + state.step) * 64 + micro)
+            x, y = cutmix_batch(x, y, cfg.cutmix_prob, gen)
         autocast = torch.autocast("cuda", dtype=state.amp_dtype) if state.use_amp else nullcontext()
         with autocast:
             if capture:
