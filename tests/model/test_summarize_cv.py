@@ -1,0 +1,55 @@
+"""scripts/experiments/summarize.py --cv: per-subject scores, val averaged over folds, paired tests."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _load():  # noqa: ANN202
+    spec = importlib.util.spec_from_file_location("summarize", REPO / "scripts" / "experiments" / "summarize.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _run(runs: Path, name: str, reports: dict[str, dict[str, float]], status: str = "completed") -> None:
+    """reports: {"heldout_plain": {subject: RV dice}, ...}; Myo/LV fixed at 0.5, background excluded."""
+    d = runs / name
+    (d / "last").mkdir(parents=True)
+    (d / "last" / "bundle.json").write_text(json.dumps({"provenance": {"status": status}}))
+    for key, subjects in reports.items():
+        (d / "eval" / key).mkdir(parents=True)
+        vols = {s: {"background": 0.99, "RV": v, "Myo": 0.5, "LV": 0.5} for s, v in subjects.items()}
+        (d / "eval" / key / "report.json").write_text(
+            json.dumps({"excluded_from_mean": ["background"], "volumes": vols}))
+
+
+def test_cv_runs_pool_heldout_subjects_and_average_val_over_folds(tmp_path: Path) -> None:
+    mod = _load()
+    _run(tmp_path, "cv_a_f0_s0", {"heldout_plain": {"s1": 0.8, "s2": 0.5}, "val_plain": {"v": 0.2}})
+    _run(tmp_path, "cv_a_f1_s0", {"heldout_plain": {"s3": 0.2}, "val_plain": {"v": 0.8}})
+    _run(tmp_path, "cv_a_f2_s0", {"heldout_plain": {"s9": 1.0}}, status="stopped")  # unfinished: ignored
+    data = mod._cv_runs(tmp_path, "cv")
+    held = data[("a", "plain", "heldout")][0]
+    assert held == pytest.approx({"s1": 0.6, "s2": 0.5, "s3": 0.4})  # mean of RV, Myo, LV; bg excluded
+    assert data[("a", "plain", "val")][0] == pytest.approx({"v": 0.5})  # (0.2 and 0.8 -> 0.5, Myo, LV) / 3
+
+
+def test_paired_differences_are_per_subject_over_common_seeds(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    mod = _load()
+    a = {0: {"s1": 0.5, "s2": 0.6, "s3": 0.7}, 1: {"s1": 0.7, "s2": 0.6, "s3": 0.7}}
+    b = {0: {"s1": 0.6, "s2": 0.6, "s3": 0.9}, 2: {"s1": 0.0, "s2": 0.0, "s3": 0.0}}  # seed 2 has no partner
+    diffs, seeds = mod._paired(a, b)
+    assert seeds == [0] and diffs == pytest.approx([0.1, 0.0, 0.2])
+    for seed in range(3):
+        _run(tmp_path, f"cv_pce_f0_s{seed}", {"heldout_plain": {f"s{i}": 0.5 + 0.01 * i for i in range(6)}})
+        _run(tmp_path, f"cv_new_f0_s{seed}", {"heldout_plain": {f"s{i}": 0.6 + 0.02 * i for i in range(6)}})
+    mod.cv_summary(tmp_path, "cv", ["pce,new"])
+    out = capsys.readouterr().out
+    assert "| new | plain | 0,1,2 | 6 |" in out
+    assert "B better on 6/6" in out and "Wilcoxon p=0.0312" in out  # 6 of 6 positive: exact two-sided p 2/64
