@@ -3,7 +3,8 @@
 # 25 MSCMR training subjects (folds fixed in configs/folds/mscmr_train_5fold.json), plus val.
 # Each run trains on 4 folds (20 subjects) and is scored on the held-out fold's real scribble pixels
 # (train subjects have no dense masks) and on the 5 val subjects' dense masks, each plain, with flip
-# TTA, with largest-connected-component (3-D per subject) and with both, so every gain is attributable.
+# TTA and with largest-connected-component (3-D per subject), each apart, so every gain is attributable
+# (add flip_lcc to the loop below for both together).
 # Usage: scripts/experiments/mscmr_cv.sh [-s "0 1 2"] [-f "0 1 2 3 4"] ARM [ARM...]   (arms: see below)
 # Runs go to runs/mscmrcv_<arm>_f<fold>_s<seed>/ (eval reports in its eval/ folder); finished runs and
 # evals are skipped, cut ones resumed. Summary:
@@ -42,7 +43,7 @@ for seed in $seeds; do
       out="runs/mscmrcv_${arm}_f${fold}_s${seed}"
       run_experiment "$out" "$config" "${sets[@]}"
       mkdir -p "$out/eval"
-      for post in plain flip lcc flip_lcc; do
+      for post in plain flip lcc; do
         opts=()
         case "$post" in flip) opts=(--flip) ;; lcc) opts=(--lcc) ;; flip_lcc) opts=(--flip --lcc) ;; esac
         eval_bundle "$out/last" "$out/eval/val_$post" --data "$DATA" --split val --exclude-background \
