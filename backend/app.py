@@ -20,6 +20,7 @@ from .services.annotations import AnnotationService
 from .services.export import Exporter
 from .services.images import ImageService
 from .services.jobs import JobService
+from .services.models import ModelService
 from .services.predictions import PredictionService
 from .services.registry import ModelRegistry
 from .services.segmentation import SegmentationService
@@ -43,7 +44,7 @@ def build_context(settings: Settings, queue: JobQueue | None = None) -> AppConte
         images=images, annotations=ann, predictions=predictions,
         jobs=JobService(settings, queue or CeleryJobQueue(settings), registry, ann),
         segmentation=SegmentationService(registry, images, predictions),
-        exports=Exporter(registry, images, predictions, ann),
+        exports=Exporter(registry, images, predictions, ann), models=ModelService(registry, predictions),
     )
 
 

@@ -26,6 +26,7 @@ from .services.images import ImageService
 from .services.jobs import JobService
 from .services.lookup import image_or_404 as image_or_404
 from .services.lookup import project_or_404 as project_or_404
+from .services.models import ModelService
 from .services.predictions import PredictionService
 from .services.registry import ModelRegistry
 from .services.segmentation import SegmentationService
@@ -43,6 +44,7 @@ class AppContext:
     jobs: JobService
     segmentation: SegmentationService
     exports: Exporter
+    models: ModelService
 
 
 def get_ctx(request: Request) -> AppContext:

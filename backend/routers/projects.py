@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Response
-from sqlalchemy import func, select
-
-from core.orm import Project
 
 from ..deps import CtxDep, PrincipalDep, SessionDep, project_or_404
 from ..schemas.common import ERROR_RESPONSES, IdPath, Offset, Page
@@ -25,10 +22,7 @@ def create_project(body: ProjectCreate, session: SessionDep, ctx: CtxDep, who: P
 @router.get("", response_model=Page[ProjectPublic])
 def list_projects(session: SessionDep, ctx: CtxDep, offset: Offset = 0,
                   limit: int = Query(50, ge=1, le=500)) -> Page[ProjectPublic]:
-    total = session.scalar(select(func.count()).select_from(Project)) or 0
-    rows = session.scalars(select(Project).order_by(Project.id).offset(offset).limit(limit))
-    return Page(items=[svc.public(session, p, ctx.annotations) for p in rows], total=int(total), offset=offset,
-                limit=limit)
+    return svc.page(session, ctx.annotations, offset, limit)
 
 
 @router.get("/{project_id}", response_model=ProjectPublic)

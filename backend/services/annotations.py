@@ -25,12 +25,27 @@ from core.storage import LocalBlobStore
 from model import IGNORE_INDEX
 from model.colors import class_colors
 
-from ..schemas.annotations import AnnotationEdit, Point, Stroke
+from ..schemas.annotations import AnnotationEdit, AnnotationPublic, Point, RevisionPublic, Stroke
 from .encoding import palette_png
+from .lookup import project_or_404
 
 
 def etag_for(image_id: int, revision: int) -> str:
     return f'"img{image_id}-r{revision}"'
+
+
+def public(image: Image, row: AnnotationRevision) -> AnnotationPublic:
+    return AnnotationPublic(
+        image_id=image.id, revision=row.revision, etag=etag_for(image.id, row.revision), author=row.author,
+        kind=row.kind, created_at=row.created_at, width=image.width, height=image.height,
+        labeled_pixels=row.labeled_pixels, class_counts=row.class_counts,
+        strokes=[Stroke.model_validate(s) for s in row.strokes], points=[Point.model_validate(p) for p in row.points],
+    )
+
+
+def revision_public(row: AnnotationRevision) -> RevisionPublic:
+    return RevisionPublic(revision=row.revision, author=row.author, kind=row.kind, created_at=row.created_at,
+                          labeled_pixels=row.labeled_pixels, class_counts=row.class_counts)
 
 
 def check_class(class_id: int, num_classes: int, what: str) -> None:
@@ -106,6 +121,13 @@ class AnnotationService:
         return session.scalar(select(AnnotationRevision).where(AnnotationRevision.image_id == image_id)
                               .order_by(AnnotationRevision.revision.desc()).limit(1))
 
+    def current(self, session: Session, image: Image) -> AnnotationRevision:
+        """The newest revision; 404 when the image has none yet."""
+        row = self.latest(session, image.id)
+        if row is None:
+            raise ServiceError(ErrorCode.NOT_FOUND, f"image {image.id} has no annotation yet")
+        return row
+
     def revision(self, session: Session, image_id: int, revision: int) -> AnnotationRevision:
         row = session.scalar(select(AnnotationRevision).where(AnnotationRevision.image_id == image_id,
                                                               AnnotationRevision.revision == revision))
@@ -143,6 +165,24 @@ class AnnotationService:
                                f"annotation changed: If-Match {if_match} does not match the current "
                                f"{have or 'state (no annotation yet)'}; GET it again and re-apply your edit",
                                headers={"ETag": have} if have else None)
+
+    def write(self, session: Session, image: Image, *, author: str, if_match: str | None, kind: str,
+              edit: AnnotationEdit | None = None, png: bytes | None = None) -> AnnotationRevision:
+        """A new revision from an edit or a label PNG, after the If-Match check. ``kind``: "strokes" draws
+        ``edit`` on an empty label, "patch" over the current one, "png" takes ``png`` as the label."""
+        project = project_or_404(session, image.project_id)
+        current = self.latest(session, image.id)
+        self.check_precondition(current, image.id, if_match)
+        n = len(project.classes)
+        if png is not None:
+            label = decode_label_png(png, image.width, image.height, n)
+            edit = AnnotationEdit()
+        else:
+            assert edit is not None
+            base = self.label(current if kind == "patch" else None, image)
+            label = rasterise(base, edit, n)
+        return self.save(session, project, image, label, author=author, kind=kind, strokes=edit.strokes,
+                         points=edit.points, current=current)
 
     def save(self, session: Session, project: Project, image: Image, label: np.ndarray, *, author: str, kind: str,
              strokes: list[Stroke], points: list[Point], current: AnnotationRevision | None) -> AnnotationRevision:

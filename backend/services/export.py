@@ -6,9 +6,10 @@ import io
 import json
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import PurePath
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -37,6 +38,18 @@ def _categories(project: Project) -> list[dict[str, Any]]:
             for c in project.classes]
 
 
+@dataclass(frozen=True)
+class ExportFile:
+    """A download: its file name and bytes."""
+
+    name: str
+    data: bytes
+
+    @property
+    def disposition(self) -> dict[str, str]:
+        return {"Content-Disposition": f'attachment; filename="{self.name}"'}
+
+
 class Exporter:
     def __init__(self, registry: ModelRegistry, images: ImageService, predictions: PredictionService,
                  annotations: AnnotationService) -> None:
@@ -51,7 +64,9 @@ class Exporter:
             pred, _ = self.predictions.segment(model, self.images.array(image), image_sha=image.sha256)
             yield image, pred.class_map
 
-    def masks_zip(self, session: Session, project: Project, version: ModelVersion) -> bytes:
+    def masks_zip(self, session: Session, project: Project, number: int | None = None) -> ExportFile:
+        """Predictions of version ``number`` (default the active one): palette PNG per image + manifest.json."""
+        version = self.registry.resolve(session, project, number)
         colors = class_colors(project.classes)
         buf = io.BytesIO()
         manifest: dict[str, Any] = {"project": project.name, "model_version": version.number,
@@ -63,11 +78,13 @@ class Exporter:
                 zf.writestr(f"masks/{name}", palette_png(class_map, colors))
                 manifest["images"].append({"image_id": image.id, "filename": image.filename, "mask": f"masks/{name}"})
             zf.writestr("manifest.json", json.dumps(manifest, indent=2, default=str))
-        return buf.getvalue()
+        return ExportFile(f"project{project.id}-masks-v{version.number}.zip", buf.getvalue())
 
-    def coco(self, session: Session, project: Project, version: ModelVersion | None) -> dict[str, Any]:
-        """COCO instances JSON, one RLE annotation per (image, class): predictions of ``version``, or the
-        sparse labels when ``version`` is None."""
+    def coco(self, session: Session, project: Project, source: Literal["prediction", "labels"] = "prediction",
+             number: int | None = None) -> dict[str, Any]:
+        """COCO instances JSON, one RLE annotation per (image, class): predictions of version ``number``
+        (default the active one), or the sparse labels (latest revisions; ``number`` is ignored)."""
+        version = self.registry.resolve(session, project, number) if source == "prediction" else None
         names = [c["name"] for c in project.classes]
         images_out: list[dict[str, Any]] = []
         anns: list[dict[str, Any]] = []
@@ -82,15 +99,15 @@ class Exporter:
             for m in rle_per_class(class_map, names):
                 anns.append({"id": len(anns) + 1, "image_id": image.id, "category_id": m["class_id"] + 1,
                              "segmentation": m["rle"], "area": m["area"], "bbox": m["bbox"], "iscrowd": 0})
-        source = f"model version {version.number}" if version is not None else "sparse labels (latest revisions)"
+        what = f"model version {version.number}" if version is not None else "sparse labels (latest revisions)"
         return {
-            "info": {"description": f"SASFormer Studio export of project {project.name!r}: {source}",
+            "info": {"description": f"SASFormer Studio export of project {project.name!r}: {what}",
                      "date_created": datetime.now(UTC).isoformat(timespec="seconds"),
                      "model_version": version.number if version is not None else None},
             "licenses": [], "images": images_out, "annotations": anns, "categories": _categories(project),
         }
 
-    def labels_zip(self, session: Session, project: Project) -> bytes:
+    def labels_zip(self, session: Session, project: Project) -> ExportFile:
         """Latest label PNG per annotated image + labels.json with every revision's author, time and edits."""
         buf = io.BytesIO()
         records = []
@@ -111,4 +128,4 @@ class Exporter:
                 })
             zf.writestr("labels.json", json.dumps({"project": project.name, "classes": project.classes,
                                                    "unlabeled_value": 255, "images": records}, indent=2))
-        return buf.getvalue()
+        return ExportFile(f"project{project.id}-labels.zip", buf.getvalue())

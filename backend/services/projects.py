@@ -10,9 +10,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.errors import ErrorCode, ServiceError
+from core.files import IMAGE_SUFFIXES
 from core.orm import Image, ModelVersion, Project
 from model.colors import default_palette, hex_color
 
+from ..schemas.common import Page
 from ..schemas.projects import ClassSpec, ProjectCreate, ProjectPublic, ProjectUpdate
 from .annotations import AnnotationService
 from .images import ImageService
@@ -83,7 +85,7 @@ def delete(session: Session, registry: ModelRegistry, images: ImageService, proj
             registry.forget(vid)
         shutil.rmtree(registry.settings.models_dir / str(pid), ignore_errors=True)
         for sha in orphans:
-            for suffix in (".png", ".jpg", ".tif"):
+            for suffix in IMAGE_SUFFIXES.values():
                 images.blobs.path(sha, suffix).unlink(missing_ok=True)
 
     return cleanup
@@ -99,3 +101,9 @@ def public(session: Session, project: Project, annotations: AnnotationService) -
         labeled_image_count=annotations.labeled_image_count(session, project.id),
         created_at=project.created_at, updated_at=project.updated_at,
     )
+
+
+def page(session: Session, annotations: AnnotationService, offset: int, limit: int) -> Page[ProjectPublic]:
+    total = session.scalar(select(func.count()).select_from(Project)) or 0
+    rows = session.scalars(select(Project).order_by(Project.id).offset(offset).limit(limit))
+    return Page(items=[public(session, p, annotations) for p in rows], total=int(total), offset=offset, limit=limit)
