@@ -39,10 +39,11 @@ def build_context(settings: Settings, queue: JobQueue | None = None) -> AppConte
     ann = AnnotationService(settings)
     images = ImageService(settings)
     predictions = PredictionService(settings)
+    sessions = make_sessionmaker(engine)
     return AppContext(
-        settings=settings, engine=engine, sessions=make_sessionmaker(engine), registry=registry,
+        settings=settings, engine=engine, sessions=sessions, registry=registry,
         images=images, annotations=ann, predictions=predictions,
-        jobs=JobService(settings, queue or CeleryJobQueue(settings), registry, ann),
+        jobs=JobService(settings, queue or CeleryJobQueue(settings), registry, ann, sessions),
         segmentation=SegmentationService(registry, images, predictions),
         exports=Exporter(registry, images, predictions, ann), models=ModelService(registry, predictions),
     )

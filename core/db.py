@@ -99,6 +99,29 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+def after_commit(session: Session, fn: Callable[[], None]) -> None:
+    """Run ``fn`` once the session's current transaction has committed (never if it rolls back).
+
+    For work that must see the committed rows and must not hold the transaction open: queueing a job
+    after a label save, refitting a live head. A failing ``fn`` is logged; the commit stands.
+    """
+    session.info.setdefault("after_commit", []).append(fn)
+
+
+@event.listens_for(Session, "after_commit")
+def _run_after_commit(session: Session) -> None:
+    for fn in session.info.pop("after_commit", []):
+        try:
+            fn()
+        except Exception:
+            log.exception("after-commit hook %r failed", fn)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_after_commit(session: Session) -> None:
+    session.info.pop("after_commit", None)
+
+
 @contextmanager
 def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on any error."""

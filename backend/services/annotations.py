@@ -9,6 +9,7 @@ Optimistic concurrency: the ETag is the revision; a write must name it in If-Mat
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image as PILImage
@@ -17,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from core.db import after_commit
 from core.errors import ErrorCode, ServiceError
 from core.files import StoredFiles
 from core.orm import AnnotationRevision, Image, Project
@@ -112,10 +114,19 @@ def decode_label_png(data: bytes, width: int, height: int, num_classes: int) -> 
     return arr
 
 
+LabelSaved = Callable[[int, int], object]
+"""Told ``(project_id, image_id)`` after a save has committed: live refit, train-on-submit."""
+
+
 class AnnotationService:
     def __init__(self, settings: Settings) -> None:
         self.blobs = LocalBlobStore(settings.labels_dir)
         self.files = StoredFiles(settings)
+        self.on_saved: list[LabelSaved] = []
+
+    def _notify(self, project_id: int, image_id: int) -> None:
+        for listener in self.on_saved:
+            listener(project_id, image_id)
 
     def latest(self, session: Session, image_id: int) -> AnnotationRevision | None:
         return session.scalar(select(AnnotationRevision).where(AnnotationRevision.image_id == image_id)
@@ -203,6 +214,8 @@ class AnnotationService:
             session.rollback()
             raise ServiceError(ErrorCode.PRECONDITION_FAILED,
                                "annotation changed concurrently; GET it again and re-apply your edit") from e
+        project_id, image_id = project.id, image.id
+        after_commit(session, lambda: self._notify(project_id, image_id))
         return row
 
     def labeled_image_count(self, session: Session, project_id: int) -> int:

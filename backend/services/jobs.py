@@ -11,9 +11,9 @@ import logging
 from collections.abc import Sequence
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from core.db import utcnow
+from core.db import session_scope, utcnow
 from core.errors import ErrorCode, ServiceError, not_found
 from core.orm import AnnotationRevision, Image, Job, ModelVersion, Project
 from core.settings import Settings
@@ -29,11 +29,27 @@ log = logging.getLogger("sasformer.jobs")
 
 class JobService:
     def __init__(self, settings: Settings, queue: JobQueue, registry: ModelRegistry,
-                 annotations: AnnotationService) -> None:
+                 annotations: AnnotationService, sessions: sessionmaker[Session] | None = None) -> None:
         self.settings = settings
         self.queue = queue
         self.registry = registry
         self.annotations = annotations
+        self.sessions = sessions
+        if sessions is not None and settings.auto_train_after_saves > 0:
+            annotations.on_saved.append(self.train_on_save)
+
+    def train_on_save(self, project_id: int, image_id: int) -> Job | None:
+        """After a committed save: queue a job when ``auto_train`` says so, in its own transaction."""
+        assert self.sessions is not None
+        with session_scope(self.sessions) as s:
+            project = s.get(Project, project_id)
+            job = self.auto_train(s, project) if project is not None else None
+            if job is None:
+                return None
+            s.commit()  # the worker must find the row when it picks the task up
+            self.dispatch(s, job)
+            log.info("project %s: auto-train job %s queued after image %s was saved", project_id, job.id, image_id)
+            return job
 
     def get(self, session: Session, job_id: int) -> Job:
         job = session.get(Job, job_id)

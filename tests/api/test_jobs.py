@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+import time
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from httpx_sse import ServerSentEvent, connect_sse
 
 from backend.schemas.jobs import JobProgress
 from jobs import lifecycle as jobs_svc
@@ -93,14 +96,34 @@ def test_worker_reporting_and_running_cancel(client: TestClient, labelled: dict)
 def test_sse_stream_ends_on_terminal_state(client: TestClient, labelled: dict) -> None:
     job = client.post(f"/projects/{labelled['id']}/jobs", json={}).json()
     client.delete(f"/jobs/{job['id']}")
-    with client.stream("GET", f"/jobs/{job['id']}/events") as r:
+    with connect_sse(client, "GET", f"/jobs/{job['id']}/events") as source:
+        r = source.response
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
-        text = "".join(r.iter_text())
-    events = [e for e in text.split("\n\n") if e.startswith("event: progress")]
-    assert len(events) == 1
-    data = json.loads(events[0].split("data: ", 1)[1])
-    assert data["id"] == job["id"] and data["state"] == "cancelled"
+        events = list(source.iter_sse())
+    assert [e.event for e in events] == ["progress"]
+    data = events[0].json()
+    assert data["id"] == job["id"] and data["state"] == "cancelled" and events[0].id == data["updated_at"]
     assert client.get("/jobs/999999/events").status_code == 404
+
+
+def test_sse_ends_cleanly_when_the_job_is_deleted(client: TestClient, labelled: dict) -> None:
+    """Deleting the project while its job's stream is open ends the stream with an error event, not a
+    broken chunked body (which the stream did before: an exception after the response had started)."""
+    job = client.post(f"/projects/{labelled['id']}/jobs", json={}).json()
+    received: list[ServerSentEvent] = []
+
+    def listen() -> None:
+        with connect_sse(client, "GET", f"/jobs/{job['id']}/events", params={"timeout": 20}) as source:
+            received.extend(source.iter_sse())  # raises on a broken body
+
+    reader = threading.Thread(target=listen)
+    reader.start()
+    time.sleep(1.0)
+    assert client.delete(f"/projects/{labelled['id']}").status_code == 204
+    reader.join(15)
+    assert not reader.is_alive()
+    assert [e.event for e in received] == ["progress", "error"]
+    assert received[1].json() == {"detail": f"job {job['id']} not found", "code": "not_found"}
 
 
 def test_sse_times_out_while_queued(client: TestClient, labelled: dict) -> None:
@@ -165,3 +188,37 @@ def test_celery_queue_publishes_by_task_name(client: TestClient) -> None:
     mine = [m for m in messages if m["headers"].get("id") == task_id]
     assert len(mine) == 1 and mine[0]["headers"]["task"] == TASK_NAME
     assert json.loads(base64.b64decode(mine[0]["body"]))[0] == [4242]
+
+
+def test_auto_train_queues_a_job_after_n_saves_unless_one_is_active(apps: AppFactory) -> None:
+    """Train-on-submit: the third save since the last job queues one (default recipe, author auto-train);
+    while it is queued or running, saves queue nothing more; with the setting at 0 nothing is queued."""
+    from backend.app import create_app
+
+    q = RecordingQueue()
+    c = TestClient(create_app(apps.settings(auto_train_after_saves=3), queue=q))
+    p = make_project(c, classes=2)
+    a, b = (upload_image(c, p["id"], random_image(32, 32, seed=s))["id"] for s in (1, 2))
+    etag_a = annotate(c, a).headers["ETag"]
+    annotate(c, b)
+    assert q.submitted == [] and c.get(f"/projects/{p['id']}/jobs").json()["items"] == []
+    etag_a = annotate(c, a, if_match=etag_a).headers["ETag"]  # third save
+    jobs = c.get(f"/projects/{p['id']}/jobs").json()["items"]
+    assert len(jobs) == 1 and jobs[0]["author"] == "auto-train" and jobs[0]["state"] == "queued"
+    assert q.submitted == [(jobs[0]["id"], p["id"], jobs[0]["params"])]
+    for _ in range(3):  # the job is still queued: nothing more
+        etag_a = annotate(c, a, if_match=etag_a).headers["ETag"]
+    assert len(c.get(f"/projects/{p['id']}/jobs").json()["items"]) == 1
+    c.delete(f"/jobs/{jobs[0]['id']}")
+    for _ in range(3):  # three saves after the (cancelled) job: the next one
+        etag_a = annotate(c, a, if_match=etag_a).headers["ETag"]
+    assert len(c.get(f"/projects/{p['id']}/jobs").json()["items"]) == 2
+    off = TestClient(create_app(apps.settings(), queue=RecordingQueue()))
+    p = make_project(off, classes=2)
+    img = upload_image(off, p["id"], random_image(32, 32))["id"]
+    etag = annotate(off, img).headers["ETag"]
+    for _ in range(4):
+        etag = annotate(off, img, if_match=etag).headers["ETag"]
+    assert off.get(f"/projects/{p['id']}/jobs").json()["items"] == []
+    for client in (c, off):
+        client.app.state.ctx.engine.dispose()  # type: ignore[attr-defined]

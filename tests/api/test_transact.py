@@ -92,3 +92,24 @@ def test_transient_classification(db: Engine) -> None:
     with pytest.raises(OperationalError) as missing, db.connect() as c:
         c.execute(text("SELECT * FROM no_such_table"))
     assert not is_transient(missing.value)
+
+
+def test_after_commit_runs_once_after_commit_and_never_after_rollback(db: Engine) -> None:
+    from core.db import after_commit, session_scope
+
+    sessions = make_sessionmaker(db)
+    seen: list[str] = []
+    with session_scope(sessions) as s:
+        s.execute(text("INSERT INTO t (v) VALUES ('a')"))
+        after_commit(s, lambda: seen.append(str(s.bind.connect().execute(text("SELECT v FROM t")).scalar())))
+        assert seen == []  # not before the commit
+    assert seen == ["a"]  # after it, and the row is visible to another connection
+    with pytest.raises(RuntimeError), session_scope(sessions) as s:
+        after_commit(s, lambda: seen.append("rolled back"))
+        raise RuntimeError("the request failed")
+    with session_scope(sessions) as s:  # a later commit of the same factory does not run the dropped hook
+        s.execute(text("INSERT INTO t (v) VALUES ('b')"))
+    with session_scope(sessions) as s:
+        after_commit(s, lambda: 1 / 0)  # a failing hook is logged; the commit stands
+        s.execute(text("INSERT INTO t (v) VALUES ('c')"))
+    assert seen == ["a"] and db.connect().execute(text("SELECT count(*) FROM t")).scalar() == 3
