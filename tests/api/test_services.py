@@ -134,6 +134,37 @@ def test_upload_limit_and_thumbnail_cap(ctx: AppContext, setup: tuple) -> None:
     assert thumb.is_file() and max(Image.open(thumb).size) == 16
 
 
+def test_model_service_delete_drops_the_versions_cached_predictions(client: TestClient, ctx: AppContext) -> None:
+    from .test_models import add_version
+
+    p = make_project(client, classes=2)
+    img = upload_image(client, p["id"], random_image(24, 24, seed=31))
+    number = add_version(client, p["id"], seed=5)
+    with ctx.sessions() as s:
+        out = ctx.segmentation.segment(s, Target(image_id=img["id"]), version=number)
+        project = s.get(Project, p["id"])
+        assert project is not None and not out.cached
+        cache = ctx.predictions.root / str(ctx.registry.get(s, project, number).id)
+        assert any(cache.iterdir())
+        assert [v.version for v in ctx.models.list(s, project)] == [1, number]
+        ctx.models.delete(s, project, number)
+        assert [v.version for v in ctx.models.list(s, project)] == [1]
+    assert not cache.exists()
+
+
+def test_exporter_names_its_files(client: TestClient, ctx: AppContext, setup: tuple) -> None:
+    p, _, _ = setup
+    with ctx.sessions() as s:
+        project = s.get(Project, p["id"])
+        assert project is not None
+        masks = ctx.exports.masks_zip(s, project)
+        labels = ctx.exports.labels_zip(s, project)
+        coco = ctx.exports.coco(s, project, "labels", number=999)  # labels: the version is not looked up
+    assert masks.name == f"project{p['id']}-masks-v1.zip" and masks.data[:2] == b"PK"
+    assert labels.disposition == {"Content-Disposition": f'attachment; filename="project{p["id"]}-labels.zip"'}
+    assert coco["info"]["model_version"] is None
+
+
 def test_no_router_imports_another_router() -> None:
     names = {p.stem for p in ROUTERS.glob("*.py")} - {"__init__"}
     for path in ROUTERS.glob("*.py"):
