@@ -4,27 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
-from sqlalchemy import select, text
-
-from core.orm import ModelVersion, Project
-from core.storage import LocalBlobStore
-from jobs.queue import broker_check
 
 from ..deps import CtxDep
+from ..services.health import Readiness, readiness
 
 router = APIRouter(tags=["health"])
 ready_router = APIRouter(tags=["health"])
-
-
-class Check(BaseModel):
-    ok: bool
-    detail: str
-
-
-class Readiness(BaseModel):
-    ready: bool
-    checks: dict[str, Check]
 
 
 @router.get("/health")
@@ -36,33 +21,5 @@ def health() -> dict[str, str]:
 @ready_router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}})
 def ready(ctx: CtxDep) -> JSONResponse:
     """503 with the failing checks' reasons unless database, storage, broker and a model are usable."""
-    checks: dict[str, Check] = {}
-    version = None
-    try:
-        with ctx.sessions() as s:
-            s.execute(text("SELECT 1"))
-            # the model most likely to be asked for: the newest project's active version
-            project = s.scalar(select(Project).order_by(Project.id.desc()).limit(1))
-            if project is not None and project.active_version_id is not None:
-                version = s.get(ModelVersion, project.active_version_id)
-        checks["database"] = Check(ok=True, detail=ctx.engine.dialect.name)
-    except Exception as e:
-        checks["database"] = Check(ok=False, detail=f"{type(e).__name__}: {e}")
-    stores = {"images": ctx.images.blobs, "labels": ctx.annotations.blobs,
-              "models": LocalBlobStore(ctx.settings.models_dir)}
-    bad = [name for name, store in stores.items() if not store.writable()]
-    checks["storage"] = Check(ok=not bad, detail=f"not writable: {', '.join(bad)}" if bad else
-                              str(ctx.settings.home.resolve()))
-    ok, detail = broker_check(ctx.settings)
-    checks["broker"] = Check(ok=ok, detail=detail)
-    if version is None:
-        checks["model"] = Check(ok=True, detail="no project yet; a model version is created with the first project")
-    else:
-        try:
-            loaded = ctx.registry.loaded(version)
-            checks["model"] = Check(ok=True, detail=f"project {version.project_id} version {loaded.number} loaded on "
-                                                    f"{loaded.predictor.device}")
-        except Exception as e:
-            checks["model"] = Check(ok=False, detail=f"cannot load model version {version.number}: {e}")
-    body = Readiness(ready=all(c.ok for c in checks.values()), checks=checks)
+    body = readiness(ctx)
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
