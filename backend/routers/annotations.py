@@ -24,6 +24,11 @@ IfMatch = Annotated[str | None, Header(min_length=1, description="ETag of the re
 PNG: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}}}
 
 
+def _with_etag(response: Response, image: Image, row: AnnotationRevision) -> AnnotationPublic:
+    response.headers["ETag"] = etag_for(image.id, row.revision)
+    return public(image, row)
+
+
 @router.get("", response_model=AnnotationPublic)
 def get_annotation(image_id: IdPath, session: SessionDep, ctx: CtxDep, response: Response) -> AnnotationPublic:
     """The newest revision's metadata, strokes and points; its ETag is in the header and the body."""
@@ -39,11 +44,6 @@ def get_annotation_png(image_id: IdPath, session: SessionDep, ctx: CtxDep) -> Re
     project = project_or_404(session, image.project_id)
     return Response(ctx.annotations.label_png(row, project), media_type="image/png",
                     headers={"ETag": etag_for(image.id, row.revision)})
-
-
-def _with_etag(response: Response, image: Image, row: AnnotationRevision) -> AnnotationPublic:
-    response.headers["ETag"] = etag_for(image.id, row.revision)
-    return public(image, row)
 
 
 @router.put("", response_model=AnnotationPublic)
