@@ -20,6 +20,7 @@ from .services.annotations import AnnotationService
 from .services.export import Exporter
 from .services.images import ImageService
 from .services.jobs import JobService
+from .services.live import LiveService
 from .services.models import ModelService
 from .services.predictions import PredictionService
 from .services.registry import ModelRegistry
@@ -40,11 +41,13 @@ def build_context(settings: Settings, queue: JobQueue | None = None) -> AppConte
     images = ImageService(settings)
     predictions = PredictionService(settings)
     sessions = make_sessionmaker(engine)
+    live = LiveService(settings, registry, sessions)
+    ann.on_saved.append(live.on_saved)
     return AppContext(
         settings=settings, engine=engine, sessions=sessions, registry=registry,
         images=images, annotations=ann, predictions=predictions,
         jobs=JobService(settings, queue or CeleryJobQueue(settings), registry, ann, sessions),
-        segmentation=SegmentationService(registry, images, predictions),
+        segmentation=SegmentationService(registry, images, predictions, live),
         exports=Exporter(registry, images, predictions, ann), models=ModelService(registry, predictions),
     )
 

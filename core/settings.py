@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     device: str | None = None  # None = CUDA when present, else CPU
     predictor_cache_size: int = Field(default=2, ge=1)
     prediction_cache: bool = True
+    # Live mode (``/segment`` with ``live``): memory for cached per-image features (filter bank, encoder),
+    # and how long a live request waits for a running refit before it fits the head itself.
+    live_cache_mb: int = Field(default=768, ge=16)
+    live_wait_s: float = Field(default=10.0, ge=0)
     log_level: str = "INFO"
     log_json: bool = True
     # Web UI (Gradio) mounted at /ui in the API process; off for API-only deployments.

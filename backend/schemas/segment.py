@@ -30,6 +30,11 @@ class ArrayB64(BaseModel):
     data: str = Field(description="base64 of the little-endian C-order bytes")
 
 
+class LiveInfo(BaseModel):
+    labelled_images: int = Field(description="images whose labels the head was fitted on")
+    wait_ms: float = Field(description="time this request waited for the refit covering the newest labels")
+
+
 class SegmentResult(BaseModel):
     project_id: int
     image_id: int | None
@@ -41,6 +46,11 @@ class SegmentResult(BaseModel):
     areas: dict[str, int] = Field(description="pixels per class name")
     masks: list[ClassMask] = Field(description="one RLE per class present")
     probabilities: ArrayB64 | None = Field(default=None, description="(C, H, W) float16 softmax, on request")
+    source: Literal["model", "live"] = Field(
+        default="model", description="live: the project's live head (filter bank + the model's frozen encoder, "
+                                     "refitted on every save); model: the model version's own decoder")
+    live: LiveInfo | None = Field(default=None, description="what the live head was fitted on (live masks only)")
+    note: str | None = Field(default=None, description="why a live request got the model's mask, when it did")
 
 
 class AttentionResult(BaseModel):

@@ -12,6 +12,7 @@ labels take the same path.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -26,9 +27,10 @@ from model.colors import class_colors
 from model.preprocess import to_rgb_array
 
 from ..schemas.projects import ClassPublic
-from ..schemas.segment import ArrayB64, AttentionResult, ClassMask, PropagatedResult, SegmentResult, Stage
+from ..schemas.segment import ArrayB64, AttentionResult, ClassMask, LiveInfo, PropagatedResult, SegmentResult, Stage
 from .encoding import array_b64, heatmap_overlay_png, npy_bytes, palette_png, rle_per_class
 from .images import ImageService, Upload
+from .live import LiveNotReady, LiveService
 from .lookup import image_or_404, project_or_404
 from .predictions import PredictionService
 from .registry import LoadedModel, ModelRegistry
@@ -84,6 +86,9 @@ class Segmentation:
     prediction: Prediction
     cached: bool
     model_ms: float  # the forward's share of the request (0 when served from the cache)
+    source: Literal["model", "live"] = "model"
+    live: LiveInfo | None = None
+    note: str | None = None
 
     @property
     def areas(self) -> dict[str, int]:
@@ -100,7 +105,7 @@ class Segmentation:
             width=w, height=h, cached=self.cached, classes=_classes(self.project), areas=self.areas,
             masks=_masks(self.project, self.prediction.class_map),
             probabilities=ArrayB64.model_validate(array_b64(self.prediction.probs, "float16")) if probabilities
-            else None,
+            else None, source=self.source, live=self.live, note=self.note,
         )
 
     def encode(self, fmt: Literal["json", "png"], probabilities: bool = False) -> Encoded:
@@ -108,9 +113,11 @@ class Segmentation:
         (RLE per class, optional float16 probabilities). Both carry ``Server-Timing: model;dur=<ms>``."""
         timing = {"Server-Timing": f"model;dur={self.model_ms:.1f}"}
         if fmt == "png":
+            live = {"X-Live-Images": str(self.live.labelled_images), "X-Live-Wait-Ms": f"{self.live.wait_ms:.0f}"} \
+                if self.live is not None else {}
             return Encoded(self.png(), "image/png", {
                 "X-Model-Version": str(self.version), "X-Cached": str(self.cached).lower(),
-                "X-Class-Areas": json.dumps(self.areas), **timing})
+                "X-Class-Areas": json.dumps(self.areas), "X-Mask-Source": self.source, **live, **timing})
         return Encoded(self.result(probabilities).model_dump_json().encode(), "application/json", timing)
 
 
@@ -164,10 +171,12 @@ class Propagated:
 
 
 class SegmentationService:
-    def __init__(self, registry: ModelRegistry, images: ImageService, predictions: PredictionService) -> None:
+    def __init__(self, registry: ModelRegistry, images: ImageService, predictions: PredictionService,
+                 live: LiveService) -> None:
         self.registry = registry
         self.images = images
         self.predictions = predictions
+        self.live = live
 
     def source(self, session: Session, target: Target) -> Source:
         """Exactly one of a stored image or an upload (422 otherwise); an upload needs its project, a stored
@@ -192,13 +201,33 @@ class SegmentationService:
         return row, self.registry.loaded(row)
 
     def segment(self, session: Session, target: Target, *, version: int | None = None, flip: bool = False,
-                scales: Sequence[float] = (1.0,)) -> Segmentation:
-        """Dense class map and probabilities; stored images are cached per (image, version, TTA)."""
+                scales: Sequence[float] = (1.0,), live: bool = False) -> Segmentation:
+        """Dense class map and probabilities; stored images are cached per (image, version, TTA).
+
+        ``live``: from the project's live head, refitted on every save (the active version's encoder; a
+        named ``version`` or TTA do not apply). Without any labelled pixel yet, the model's mask is given,
+        and ``note`` says so.
+        """
         src = self.source(session, target)
+        note = None
+        if live:
+            if version is not None or flip or tuple(scales) != (1.0,):
+                raise ServiceError(ErrorCode.INVALID, "live masks come from the active version without TTA: drop "
+                                                      "'version', 'flip' and 'scales', or 'live'")
+            t0 = time.perf_counter()
+            try:
+                out = self.live.predict(session, src.project, src.image, src.array)
+            except LiveNotReady:
+                note = "no labelled pixel in the project yet: this is the model's own mask; save labels for live ones"
+            else:
+                return Segmentation(src.project, src.image, out.version, out.prediction, False,
+                                    (time.perf_counter() - t0) * 1000, "live",
+                                    LiveInfo(labelled_images=out.labelled_images, wait_ms=out.wait_ms))
         row, model = self.model(session, src.project, version)
         pred, cached = self.predictions.segment(model, src.array, flip=flip, scales=scales,
                                                 image_sha=src.image.sha256 if src.image is not None else None)
-        return Segmentation(src.project, src.image, row.number, pred, cached, self.predictions.predict_ms())
+        return Segmentation(src.project, src.image, row.number, pred, cached, self.predictions.predict_ms(),
+                            note=note)
 
     def attention(self, session: Session, target: Target, x: int, y: int, *, stage: Stage = "mean",
                   version: int | None = None) -> Attention:
