@@ -11,8 +11,9 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match, Route
+from starlette.routing import compile_path
 
 from core.errors import ErrorCode, ServiceError
 
@@ -53,9 +54,17 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """The methods of every route of the app whose path matches this request's path (for ``Allow``)."""
+    """The methods of every route of the app whose path template matches this request's path (for ``Allow``).
+
+    ``iter_route_contexts`` walks included routers with their prefixes; the templates keep their convertors
+    (``{version:int}``), so a path is matched exactly as the router matches it.
+    """
+    path = request.scope["path"]
+    root = request.scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root):]
     methods: set[str] = set()
-    for route in request.app.router.routes:
-        if isinstance(route, Route) and route.methods and route.matches(request.scope)[0] != Match.NONE:
+    for route in iter_route_contexts(request.app.router.routes):
+        if route.path and route.methods and compile_path(route.path)[0].match(path):
             methods |= route.methods
     return sorted(methods)

@@ -8,11 +8,11 @@ UI should call another API instance).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+from httpx_sse import connect_sse
 
 TIMEOUT = httpx.Timeout(300.0, connect=10.0)
 
@@ -139,8 +139,10 @@ class StudioClient:
                          headers=headers)
 
     # ---- segmentation and attention --------------------------------------------------------------
-    def segment_png(self, image_id: int, flip: bool = False) -> httpx.Response:
-        return self.request("POST", "/segment", data={"image_id": image_id, "format": "png", "flip": flip})
+    def segment_png(self, image_id: int, flip: bool = False, live: bool = False) -> httpx.Response:
+        """The class map as a palette PNG; ``live``: from the project's live head (no TTA there)."""
+        data = {"image_id": image_id, "format": "png", **({"live": True} if live else {"flip": flip})}
+        return self.request("POST", "/segment", data=data)
 
     def segment_probabilities(self, image_id: int) -> dict[str, Any]:
         return self.json("POST", "/segment", data={"image_id": image_id, "format": "json", "probabilities": True})
@@ -175,24 +177,22 @@ class StudioClient:
         return self.json("DELETE", f"/jobs/{job_id}")
 
     def job_events(self, job_id: int, timeout: float = 3600) -> Iterator[dict[str, Any]]:
-        """The job's server-sent events: one JobPublic dict per change, until a terminal state."""
+        """The job's server-sent events: one JobPublic dict per change, until a terminal state (or
+        ``timeout``). An ``error`` event (the job was deleted meanwhile) raises its ApiError."""
         try:
-            with self.http.stream("GET", f"/jobs/{job_id}/events", params={"timeout": timeout},
-                                  timeout=httpx.Timeout(None, connect=10.0)) as resp:
-                if not resp.is_success:
-                    resp.read()
-                    _raise_for(resp)
-                event, data = "", []
-                for line in resp.iter_lines():
-                    if line.startswith("event:"):
-                        event = line[6:].strip()
-                    elif line.startswith("data:"):
-                        data.append(line[5:].strip())
-                    elif line == "":
-                        if event == "progress" and data:
-                            yield json.loads("\n".join(data))
-                        event, data = "", []
-        except httpx.HTTPError as e:
+            with connect_sse(self.http, "GET", f"/jobs/{job_id}/events", params={"timeout": timeout},
+                             timeout=httpx.Timeout(None, connect=10.0)) as source:
+                if not source.response.is_success:
+                    source.response.read()
+                    _raise_for(source.response)
+                for sse in source.iter_sse():
+                    if sse.event == "progress":
+                        yield sse.json()
+                    elif sse.event == "error":
+                        body = sse.json()
+                        raise ApiError(404 if body.get("code") == "not_found" else 500, body.get("detail"),
+                                       body.get("code"))
+        except httpx.HTTPError as e:  # SSEError (not an event stream) is one too
             raise ApiError(503, f"lost the job's event stream: {e}") from e
 
     def job_create_fields(self) -> set[str]:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, File, Form, Query
 from fastapi.responses import Response
-from pydantic import WithJsonSchema
 
 from ..deps import CtxDep, SessionDep
-from ..schemas.common import ERROR_RESPONSES, MAX_INT, UPLOAD_SCHEMA, IdPath
+from ..schemas.common import ERROR_RESPONSES, MAX_INT, IdPath, OptionalFilePart
 from ..schemas.segment import AttentionResult, PropagatedResult, Stage
 from ..services.segmentation import Target
 from ..uploads import optional_upload
@@ -36,7 +35,7 @@ def get_attention(image_id: IdPath, session: SessionDep, ctx: CtxDep,
 
 @router.post("/attention", response_model=AttentionResult, responses=MEDIA)
 def post_attention(session: SessionDep, ctx: CtxDep,
-                   file: Annotated[UploadFile | None, File(), WithJsonSchema(UPLOAD_SCHEMA)] = None,
+                   file: Annotated[OptionalFilePart, File(description="image (or give image_id)")] = None,
                    image_id: int | None = Form(None, ge=1, le=MAX_INT),
                    project_id: int | None = Form(None, ge=1, le=MAX_INT),
                    x: int = Form(ge=0, le=MAX_INT), y: int = Form(ge=0, le=MAX_INT),

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from ..deps import CtxDep
+from ..schemas.common import AUTH_RESPONSES
 from ..services.health import Readiness, readiness
 
 router = APIRouter(tags=["health"])
@@ -18,7 +19,7 @@ def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@ready_router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}})
+@ready_router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}, **AUTH_RESPONSES})
 def ready(ctx: CtxDep) -> JSONResponse:
     """503 with the failing checks' reasons unless database, storage, broker and a model are usable."""
     body = readiness(ctx)

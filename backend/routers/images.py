@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Query, Response, UploadFile
+from fastapi import APIRouter, File, Query, Response
 from fastapi.responses import FileResponse
-from pydantic import WithJsonSchema
 
 from ..deps import CtxDep, SessionDep, image_or_404, project_or_404
-from ..schemas.common import ERROR_RESPONSES, UPLOAD_SCHEMA, IdPath, Offset, Page
+from ..schemas.common import ERROR_RESPONSES, FilePart, IdPath, Offset, Page
 from ..schemas.images import ImagePublic
 from ..services import images as svc
 from ..uploads import upload_of
@@ -21,8 +20,7 @@ MEDIA = {"PNG": "image/png", "JPEG": "image/jpeg", "TIFF": "image/tiff"}
 
 @router.post("/projects/{project_id}/images", status_code=201, response_model=ImagePublic)
 def upload_image(project_id: IdPath, session: SessionDep, ctx: CtxDep,
-                 file: Annotated[UploadFile, File(description="PNG, JPEG or TIFF; 8/16-bit gray or RGB"),
-                                 WithJsonSchema(UPLOAD_SCHEMA)]) -> ImagePublic:
+                 file: Annotated[FilePart, File(description="PNG, JPEG or TIFF; 8/16-bit gray or RGB")]) -> ImagePublic:
     """Stores the file content-addressed (SHA-256); the same content twice in a project is a 409."""
     image = ctx.images.add(session, project_or_404(session, project_id), upload_of(file))
     return svc.public(session, image)

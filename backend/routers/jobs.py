@@ -6,15 +6,17 @@ stays queued. Reads also recover a job whose worker died (re-queued or failed, n
 
 from __future__ import annotations
 
-import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
-from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from core.errors import ErrorCode, ServiceError
 from core.orm import Job
@@ -24,6 +26,27 @@ from ..schemas.common import ERROR_RESPONSES, IdPath, Offset, Page
 from ..schemas.jobs import TERMINAL_STATES, JobCreate, JobProgress, JobPublic, JobResult, JobState
 
 router = APIRouter(tags=["jobs"], responses=ERROR_RESPONSES)
+log = logging.getLogger("sasformer.api")
+SSE_POLL_S = 0.5  # how often the event stream reads the job row
+SSE_KEEP_ALIVE_S = 15  # a ": keep-alive" comment this often, so proxies keep an idle stream open
+SSE_SEP = "\n"  # line ending of the stream (sse-starlette's default is CRLF; clients written for LF keep working)
+
+
+
+def _json_data(ref: str) -> dict[str, Any]:
+    return {"type": "string", "contentMediaType": "application/json", "contentSchema": {"$ref": ref}}
+
+
+# One event of the stream (OpenAPI 3.1: the schema of a text/event-stream response describes each event)
+SSE_EVENT_SCHEMA: dict[str, Any] = {"oneOf": [
+    {"type": "object", "required": ["event", "data"], "properties": {
+        "event": {"const": "progress"}, "id": {"type": "string"},
+        "data": _json_data("#/components/schemas/JobPublic")}},
+    {"type": "object", "required": ["event", "data"], "properties": {
+        "event": {"const": "timeout"}, "data": {"const": "{}"}}},
+    {"type": "object", "required": ["event", "data"], "properties": {
+        "event": {"const": "error"}, "data": _json_data("#/components/schemas/ErrorBody")}},
+]}
 
 
 def public(session: Session, ctx: AppContext, job: Job) -> JobPublic:
@@ -79,15 +102,18 @@ def cancel_job(job_id: IdPath, session: SessionDep, ctx: CtxDep, response: Respo
     return public(session, ctx, job)
 
 
-@router.get("/jobs/{job_id}/events", response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {}}}})
-def job_events(job_id: IdPath, request: Request, session: SessionDep, ctx: CtxDep,
+@router.get("/jobs/{job_id}/events", response_class=EventSourceResponse, responses={200: {
+    "description": "`event: progress` (data: the job as JobPublic JSON, id: its `updated_at`) on every change, "
+                   "then the stream ends after a terminal state; `event: timeout` (data `{}`) when `timeout` "
+                   "passes first; `event: error` (data `{detail, code}`) if the job is deleted meanwhile; "
+                   "`: keep-alive` comments every 15 s",
+    "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}}}})
+def job_events(job_id: IdPath, session: SessionDep, ctx: CtxDep,
                timeout: float = Query(600, gt=0, le=3600, description="close the stream after this many seconds"),
-               ) -> StreamingResponse:
+               ) -> EventSourceResponse:
     """Server-sent events: ``event: progress`` with the job (JobPublic JSON) on every change; the stream
     ends after the event of a terminal state (or ``timeout``); ``: keep-alive`` comments in between."""
     ctx.jobs.get(session, job_id)  # 404 before the stream starts
-    poll = 0.5
 
     def snapshot() -> tuple[str, bool]:
         with ctx.sessions() as s:
@@ -96,26 +122,37 @@ def job_events(job_id: IdPath, request: Request, session: SessionDep, ctx: CtxDe
                 s.commit()
             return public(s, ctx, job).model_dump_json(), job.state in TERMINAL_STATES
 
-    async def events() -> AsyncIterator[str]:
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        # every path ends by returning, so the response always ends with a complete chunked body
         last = None
         deadline = time.monotonic() + timeout
-        last_beat = time.monotonic()
-        while time.monotonic() < deadline:
-            data, terminal = await anyio.to_thread.run_sync(snapshot)
-            if data != last:
-                yield f"event: progress\nid: {json.loads(data)['updated_at']}\ndata: {data}\n\n"
-                last = data
-                last_beat = time.monotonic()
-            if terminal or await request.is_disconnected():
+        while True:
+            try:
+                data, terminal = await anyio.to_thread.run_sync(snapshot)
+            except ServiceError as e:  # the job (or its project) was deleted while the stream was open
+                yield _event("error", json.dumps({"detail": e.detail, "code": e.code.value}))
                 return
-            if time.monotonic() - last_beat > 15:
-                yield ": keep-alive\n\n"
-                last_beat = time.monotonic()
-            await asyncio.sleep(poll)
-        yield "event: timeout\ndata: {}\n\n"
+            except Exception:
+                log.exception("event stream of job %s failed", job_id)
+                yield _event("error", json.dumps({"detail": "internal server error; see the server log"}))
+                return
+            if data != last:
+                yield _event("progress", data, id=json.loads(data)["updated_at"])
+                last = data
+            if terminal:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            await anyio.sleep(min(SSE_POLL_S, left))
+        yield _event("timeout", "{}")
 
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return EventSourceResponse(events(), headers={"Cache-Control": "no-cache"}, sep=SSE_SEP, ping=SSE_KEEP_ALIVE_S,
+                               ping_message_factory=lambda: ServerSentEvent(comment="keep-alive", sep=SSE_SEP))
+
+
+def _event(name: str, data: str, id: str | None = None) -> ServerSentEvent:
+    return ServerSentEvent(data, event=name, id=id, sep=SSE_SEP)
 
 
 @router.get("/jobs/{job_id}/log", response_class=FileResponse,

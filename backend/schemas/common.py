@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Generic, TypeVar
 
-from fastapi import Path, Query
+from fastapi import Path, Query, UploadFile
 from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema
 
 T = TypeVar("T")
@@ -36,6 +36,21 @@ def check_name(value: str) -> str:
 Name = Annotated[str, AfterValidator(check_name),
                  WithJsonSchema({"type": "string", "minLength": 1, "maxLength": NAME_MAX, "pattern": NAME_PATTERN})]
 Color = Annotated[str, Field(pattern=r"^#[0-9a-fA-F]{6}$", examples=["#ff0000"])]
+
+# A multipart file part as the schema states it and the request validation enforces it: bytes, at least one
+# (an empty part is a 422 before any other check), never ``null`` (FastAPI would write ``anyOf [..., null]`` for
+# an optional UploadFile, which reads as "send the text 'null'"). Declare ``file: Annotated[FilePart, File()]``.
+UPLOAD_SCHEMA: dict[str, object] = {"type": "string", "contentMediaType": "application/octet-stream", "minLength": 1}
+
+
+def _not_empty(file: UploadFile | None) -> UploadFile | None:
+    if file is not None and file.size == 0:
+        raise ValueError("empty upload")
+    return file
+
+
+FilePart = Annotated[UploadFile, WithJsonSchema(UPLOAD_SCHEMA), AfterValidator(_not_empty)]
+OptionalFilePart = Annotated[UploadFile | None, WithJsonSchema(UPLOAD_SCHEMA), AfterValidator(_not_empty)]
 
 
 class Page(BaseModel, Generic[T]):
@@ -70,7 +85,8 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, object]]:
     return {code: {"model": ErrorBody, "description": _ERRORS[code]} for code in codes}
 
 
-# what any route behind authentication may answer; routers add what their routes can return on top
+# what any route behind authentication may answer (``/ready``)
 AUTH_RESPONSES = error_responses(401, 403)
-ERROR_RESPONSES = error_responses(400, 401, 403, 404, 409, 412, 413, 415, 422, 428)
-UNAVAILABLE = error_responses(503)
+# the resource routers' shared set: every code their services raise (503 wherever a stored image or model
+# file is read, which is most of them)
+ERROR_RESPONSES = error_responses(400, 401, 403, 404, 409, 412, 413, 415, 422, 428, 503)
