@@ -8,6 +8,8 @@ from typing import Annotated, Generic, TypeVar
 from fastapi import Path, Query, UploadFile
 from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema
 
+from core.errors import ErrorCode, ServiceError
+
 T = TypeVar("T")
 
 # Database integers are 32-bit (PostgreSQL INTEGER): larger ids cannot exist, so they are a 422/404, not a 500.
@@ -45,7 +47,8 @@ UPLOAD_SCHEMA: dict[str, object] = {"type": "string", "contentMediaType": "appli
 
 def _not_empty(file: UploadFile | None) -> UploadFile | None:
     if file is not None and file.size == 0:
-        raise ValueError("empty upload")
+        # a ServiceError passes through pydantic unwrapped: the same 422 body as the services' own check
+        raise ServiceError(ErrorCode.INVALID, "empty upload")
     return file
 
 
