@@ -135,12 +135,13 @@ def build_ui(settings: Settings | None = None) -> gr.Blocks:
 
         ui.image.change(explore.on_image, [ui.image], [x["att_src"]], show_progress="hidden")
 
-        def auto_segment(enabled: bool, img: Any, project: Any, tta: bool, alpha: float, shown: Any,
+        def auto_segment(enabled: bool, img: Any, project: Any, use_live: bool, tta: bool, alpha: float, shown: Any,
                          request: gr.Request) -> Any:
-            """Re-segment after a save when the annotator asked for it (checkbox on the Annotate tab)."""
+            """Re-segment after a save when the annotator asked for it (checkbox on the Annotate tab): with live
+            mode on (the default) this is the mask of the head refitted on the labels just saved."""
             if not enabled:
                 return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-            return x["segment_fn"](img, project, tta, alpha, shown, request)
+            return x["segment_fn"](img, project, use_live, tta, alpha, shown, request)
 
         seg_inputs, seg_outputs = x["seg_io"]
         x["save_event"].success(auto_segment, [x["auto_seg"], *seg_inputs], seg_outputs)

@@ -67,6 +67,7 @@ def test_annotate_segment_attention_finetune(server: Server, driver: WebDriver, 
     css(driver, "#new-project button").click()
     type_into(driver, "new-project-name", "e2e demo")
     type_into(driver, "new-project-classes", "background #0000ff\nobject #ff0000")
+    assert "Random weights" in text_of(driver, "seed-select")  # no seed model on this server: said plainly
     css(driver, "#create-project button, button#create-project").click()
     wait(driver, lambda: "Created project" in text_of(driver, "status"), 60, "the project to be created")
     project = next(p for p in api.get("/projects").json()["items"] if p["name"] == "e2e demo")
@@ -100,9 +101,20 @@ def test_annotate_segment_attention_finetune(server: Server, driver: WebDriver, 
     assert len(xs) > 50 and xs.max() < BOX[0], "the background stroke lies left of the object"
     assert "labeled" in text_of(driver, "image-gallery") and "✓" in text_of(driver, "image-gallery")
 
-    # --- segment: the save triggered it (auto-refresh); the button runs it again ----------------------
+    # --- segment: the save refreshed the mask by itself, from the live head; the model's own on request ---
     open_tab(driver, "Segment")
-    wait(driver, lambda: "Model version" in text_of(driver, "seg-info"), 120, "the automatic segmentation")
+    wait(driver, lambda: "Live mask" in text_of(driver, "seg-info"), 120, "the live mask after the save")
+    assert "labels of 1 image" in text_of(driver, "seg-info")
+    wait(driver, lambda: image_src(driver, "overlay"), 30, "the live overlay")
+    live = api.post("/segment", data={"image_id": image_id, "live": "true", "format": "png"})
+    assert live.headers["X-Mask-Source"] == "live" and live.headers["X-Live-Images"] == "1"
+    found = np.asarray(Image.open(io.BytesIO(live.content))) == 1
+    box = np.zeros_like(found)
+    box[BOX[1]:BOX[3], BOX[0]:BOX[2]] = True
+    assert (found & box).sum() / (found | box).sum() > 0.8, "the live mask finds the scribbled object"
+    css(driver, "#live-mode input").click()  # off: the model version's own decoder
+    css(driver, "button#segment-btn").click()
+    wait(driver, lambda: "Model version" in text_of(driver, "seg-info"), 120, "the model's segmentation")
     css(driver, "button#segment-btn").click()
     wait(driver, lambda: "cached prediction" in text_of(driver, "seg-info"), 120, "the segmentation")
     wait(driver, lambda: image_src(driver, "overlay"), 30, "the overlay image")

@@ -9,10 +9,10 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from backend.app import create_app
-from jobs import lifecycle as jobs_svc
 from core.db import utcnow
 from core.orm import Job
 from core.settings import Settings
+from jobs import lifecycle as jobs_svc
 from jobs.holdout import heldout_mask, split_labels
 from tests.api.conftest import annotate, make_project, random_image, upload_image
 from tests.api.test_jobs import RecordingQueue

@@ -49,7 +49,8 @@ def build(ui: Shared) -> None:
     with gr.Tab("Segment", id="tab-segment"):
         with gr.Row():
             seg_btn = gr.Button("Segment", variant="primary", elem_id="segment-btn")
-            flip = gr.Checkbox(label="Flip TTA (slower, smoother)", value=False)
+            live = gr.Checkbox(label="Live mask (refitted on every save, in seconds)", value=True, elem_id="live-mode")
+            flip = gr.Checkbox(label="Flip TTA (model masks only; slower, smoother)", value=False)
             opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity", elem_id="opacity")
         visible = gr.CheckboxGroup(label="Visible classes", choices=[], elem_id="visible-classes")
         with gr.Row():
@@ -83,12 +84,12 @@ def build(ui: Shared) -> None:
         return rgb, legend_html(project["classes"], s["areas"], vis)
 
     @ui_errors
-    def segment(img: dict[str, Any] | None, project: dict[str, Any] | None, tta: bool, alpha: float,
-                shown: list[int] | None, request: gr.Request) -> tuple[Any, ...]:
+    def segment(img: dict[str, Any] | None, project: dict[str, Any] | None, use_live: bool, tta: bool,
+                alpha: float, shown: list[int] | None, request: gr.Request) -> tuple[Any, ...]:
         img, project = need_image(img), need_project(project)
         t0 = time.perf_counter()
         with ui.client(request) as c:
-            resp = c.segment_png(img["id"], flip=tta)
+            resp = c.segment_png(img["id"], flip=tta, live=use_live)
         api_ms = (time.perf_counter() - t0) * 1000
         s = {"image_id": img["id"], "class_map": decode_class_map(resp.content),
              "areas": json.loads(resp.headers.get("X-Class-Areas", "{}")),
@@ -96,13 +97,19 @@ def build(ui: Shared) -> None:
         model_ms = server_model_ms(resp.headers.get("Server-Timing"))
         cached = resp.headers.get("X-Cached") == "true"
         timing = f"model {model_ms:.0f} ms, " if model_ms is not None and not cached else ""
-        info = (f"Model version **v{s['version']}** · {timing}API round trip {api_ms:.0f} ms"
-                f"{' (cached prediction)' if cached else ''}.")
+        if resp.headers.get("X-Mask-Source") == "live":
+            n = resp.headers.get("X-Live-Images", "?")
+            info = (f"**Live mask**: head fitted on the labels of {n} image{'s' if n != '1' else ''} over filter-bank "
+                    f"and v{s['version']} encoder features · {timing}API round trip {api_ms:.0f} ms.")
+        else:
+            info = (f"Model version **v{s['version']}** · {timing}API round trip {api_ms:.0f} ms"
+                    f"{' (cached prediction)' if cached else ''}"
+                    f"{' · no labels yet: live masks start after the first save' if use_live else ''}.")
         rgb, legend = render(s, img, project, alpha, shown)
         return s, rgb, legend, info
 
     seg_outputs = [seg, overlay, seg_legend, seg_info]
-    seg_inputs = [ui.image, ui.project, flip, opacity, visible]
+    seg_inputs = [ui.image, ui.project, live, flip, opacity, visible]
     seg_btn.click(segment, seg_inputs, seg_outputs)
     ui.extra["segment_fn"] = segment
     ui.extra["seg_io"] = (seg_inputs, seg_outputs)
