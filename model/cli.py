@@ -155,7 +155,7 @@ def attention(
     from PIL import Image
 
     from .bundle import BundleError, load_bundle
-    from .imageio import ImageReadError, heatmap_rgb, read_image
+    from .imageio import ImageReadError, heatmap_overlay, read_image
     from .predictor import Predictor, default_device
     from .preprocess import to_rgb_array
 
@@ -168,8 +168,7 @@ def attention(
     output.mkdir(parents=True, exist_ok=True)
     rgb = to_rgb_array(img)
     for key, heat in maps.items():
-        blend = (0.5 * rgb + 0.5 * heatmap_rgb(heat)).astype("uint8")
-        Image.fromarray(blend).save(output / f"{image.stem}_attn_{key}.png")
+        Image.fromarray(heatmap_overlay(rgb, heat, 0.5)).save(output / f"{image.stem}_attn_{key}.png")
     console.print(f"wrote {len(maps)} heatmaps to {output}")
 
 
