@@ -5,11 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
-# Numbers of a drawing are numbers: ``strict`` refuses JSON ``true``/``false`` and numeric strings (which lax
-# parsing would read as 1/0 or numbers), as the schema's ``integer``/``number`` says; ints stay valid floats.
-Coord = Annotated[float, Field(strict=True)]
+
+def _json_number(value: object) -> object:
+    """Numbers of a drawing are JSON numbers, as the schema's ``integer``/``number`` says: lax parsing would read
+    ``true`` as 1 and ``"3"`` as 3. (``1.0`` stays a valid integer, as in JSON Schema.)"""
+    if isinstance(value, bool | str | bytes):
+        raise ValueError(f"expected a number, got {type(value).__name__}")
+    return value
+
+
+Coord = Annotated[float, BeforeValidator(_json_number)]
+Int = Annotated[int, BeforeValidator(_json_number)]
 
 UNLABELED = 255
 
@@ -17,8 +25,8 @@ UNLABELED = 255
 class Stroke(BaseModel):
     """A polyline drawn with ``class_id`` (255 erases back to unlabeled) at ``width`` pixels."""
 
-    class_id: int = Field(ge=0, le=255, strict=True)
-    width: int = Field(default=3, ge=1, le=256, strict=True)
+    class_id: Int = Field(ge=0, le=255)
+    width: Int = Field(default=3, ge=1, le=256)
     points: list[tuple[Coord, Coord]] = Field(min_length=1, max_length=10_000,
                                               description="[[x, y], ...] in image pixel coordinates")
 
@@ -28,8 +36,8 @@ class Point(BaseModel):
 
     x: Coord
     y: Coord
-    class_id: int = Field(ge=0, le=255, strict=True)
-    radius: int = Field(default=0, ge=0, le=128, strict=True)
+    class_id: Int = Field(ge=0, le=255)
+    radius: Int = Field(default=0, ge=0, le=128)
 
 
 class AnnotationEdit(BaseModel):
