@@ -190,8 +190,8 @@ class StudioClient:
                         yield sse.json()
                     elif sse.event == "error":
                         body = sse.json()
-                        raise ApiError(404 if body.get("code") == "not_found" else 500, body.get("detail"),
-                                       body.get("code"))
+                        status = {"not_found": 404, "unavailable": 503}.get(body.get("code"), 500)
+                        raise ApiError(status, body.get("detail"), body.get("code"))
         except httpx.HTTPError as e:  # SSEError (not an event stream) is one too
             raise ApiError(503, f"lost the job's event stream: {e}") from e
 

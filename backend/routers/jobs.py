@@ -29,6 +29,7 @@ router = APIRouter(tags=["jobs"], responses=ERROR_RESPONSES)
 log = logging.getLogger("sasformer.api")
 SSE_POLL_S = 0.5  # how often the event stream reads the job row
 SSE_KEEP_ALIVE_S = 15  # a ": keep-alive" comment this often, so proxies keep an idle stream open
+SSE_SHUTDOWN_GRACE_S = 2.0  # on shutdown, time for a stream to send its last event and end
 SSE_SEP = "\n"  # line ending of the stream (sse-starlette's default is CRLF; clients written for LF keep working)
 
 
@@ -105,8 +106,8 @@ def cancel_job(job_id: IdPath, session: SessionDep, ctx: CtxDep, response: Respo
 @router.get("/jobs/{job_id}/events", response_class=EventSourceResponse, responses={200: {
     "description": "`event: progress` (data: the job as JobPublic JSON, id: its `updated_at`) on every change, "
                    "then the stream ends after a terminal state; `event: timeout` (data `{}`) when `timeout` "
-                   "passes first; `event: error` (data `{detail, code}`) if the job is deleted meanwhile; "
-                   "`: keep-alive` comments every 15 s",
+                   "passes first; `event: error` (data `{detail, code}`) if the job is deleted meanwhile or the "
+                   "server shuts down; `: keep-alive` comments every 15 s",
     "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}}}})
 def job_events(job_id: IdPath, session: SessionDep, ctx: CtxDep,
                timeout: float = Query(600, gt=0, le=3600, description="close the stream after this many seconds"),
@@ -121,6 +122,8 @@ def job_events(job_id: IdPath, session: SessionDep, ctx: CtxDep,
             if ctx.jobs.recover(s, job):
                 s.commit()
             return public(s, ctx, job).model_dump_json(), job.state in TERMINAL_STATES
+
+    shutdown = anyio.Event()  # set by sse-starlette when the server begins to shut down
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         # every path ends by returning, so the response always ends with a complete chunked body
@@ -144,11 +147,17 @@ def job_events(job_id: IdPath, session: SessionDep, ctx: CtxDep,
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            await anyio.sleep(min(SSE_POLL_S, left))
+            with anyio.move_on_after(min(SSE_POLL_S, left)):
+                await shutdown.wait()
+            if shutdown.is_set():
+                yield _event("error", json.dumps({"detail": "the server is shutting down; reconnect to follow the job",
+                                                  "code": ErrorCode.UNAVAILABLE.value}))
+                return
         yield _event("timeout", "{}")
 
     return EventSourceResponse(events(), headers={"Cache-Control": "no-cache"}, sep=SSE_SEP, ping=SSE_KEEP_ALIVE_S,
-                               ping_message_factory=lambda: ServerSentEvent(comment="keep-alive", sep=SSE_SEP))
+                               ping_message_factory=lambda: ServerSentEvent(comment="keep-alive", sep=SSE_SEP),
+                               shutdown_event=shutdown, shutdown_grace_period=SSE_SHUTDOWN_GRACE_S)
 
 
 def _event(name: str, data: str, id: str | None = None) -> ServerSentEvent:

@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from httpx_sse import ServerSentEvent, connect_sse
 
 from .conftest import png_bytes, random_image
 
@@ -34,8 +38,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass
+class Served:
+    base: str
+    proc: subprocess.Popen[bytes]
+
+
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     home = tmp_path_factory.mktemp("st-home")
     port = _free_port()
     env = {**os.environ, "SASFORMER_HOME": str(home), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
@@ -60,16 +70,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             assert time.monotonic() < deadline, "the API did not start within 90 s"
             time.sleep(0.5)
         with httpx.Client(base_url=base, timeout=60) as c:
-            r = c.post("/projects", json={"name": "seed", "classes": [{"name": "bg"}, {"name": "fg"}]})
-            assert r.status_code == 201, r.text
-            r = c.post("/projects/1/images", files={"file": ("a.png", png_bytes(random_image(32, 32)), "image/png")})
-            assert r.status_code == 201, r.text
-            r = c.put("/images/1/annotation",
-                      json={"strokes": [{"class_id": 1, "width": 3, "points": [[2, 2], [20, 10]]}]})
-            assert r.status_code == 200, r.text
-            r = c.post("/projects/1/jobs", json={"steps": 5})
-            assert r.status_code == 201, r.text
-        yield base
+            assert _queued_job(c, "seed") == 1  # ids 1 exist
+        yield Served(base, proc)
     finally:
         proc.terminate()
         try:
@@ -80,9 +82,25 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
-def test_schemathesis_cli_all_checks(served: str, tmp_path: Path) -> None:
+def _queued_job(c: httpx.Client, name: str) -> int:
+    """A project with one annotated image and a fine-tune job, which stays queued (no worker runs)."""
+    r = c.post("/projects", json={"name": name, "classes": [{"name": "bg"}, {"name": "fg"}]})
+    assert r.status_code == 201, r.text
+    pid = r.json()["id"]
+    r = c.post(f"/projects/{pid}/images", files={"file": ("a.png", png_bytes(random_image(32, 32)), "image/png")})
+    assert r.status_code == 201, r.text
+    r = c.put(f"/images/{r.json()['id']}/annotation",
+              json={"strokes": [{"class_id": 1, "width": 3, "points": [[2, 2], [20, 10]]}]})
+    assert r.status_code == 200, r.text
+    r = c.post(f"/projects/{pid}/jobs", json={"steps": 5})
+    assert r.status_code == 201, r.text
+    return int(r.json()["id"])
+
+
+def test_schemathesis_cli_all_checks(served: Served, tmp_path: Path) -> None:
     junit = tmp_path / "junit.xml"
-    cmd = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG), "run", f"{served}/openapi.json",
+    cmd = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG), "run",
+           f"{served.base}/openapi.json",
            "--checks", "all", "--phases", "examples,coverage,fuzzing,stateful",
            "--max-examples", "5", "--generation-deterministic",
            "--request-timeout", "10", "--workers", "1", "--no-color", "--output-truncate", "true",
@@ -98,3 +116,31 @@ def test_schemathesis_cli_all_checks(served: str, tmp_path: Path) -> None:
     for phase in ("Coverage", "Fuzzing", "Stateful"):
         assert re.search(rf"✅\s+{phase} \(in", out), (phase, out[-3000:])
     assert junit.is_file()
+
+
+def test_event_stream_ends_cleanly_when_the_server_stops(served: Served) -> None:
+    """Last in the module: stopping the server (SIGTERM, as on a deploy) ends an open job stream with an
+    ``error`` event (code ``unavailable``) and a complete body, rather than cutting it mid-chunk."""
+    with httpx.Client(base_url=served.base, timeout=60) as c:
+        job_id = _queued_job(c, "shutdown")
+        received: list[ServerSentEvent] = []
+        failures: list[BaseException] = []
+
+        def listen() -> None:
+            try:
+                with connect_sse(c, "GET", f"/jobs/{job_id}/events", params={"timeout": 60}) as source:
+                    received.extend(source.iter_sse())  # raises on a broken body
+            except BaseException as e:  # reported below
+                failures.append(e)
+
+        reader = threading.Thread(target=listen)
+        reader.start()
+        deadline = time.monotonic() + 20
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.1)
+        served.proc.send_signal(signal.SIGTERM)
+        reader.join(20)
+    assert not reader.is_alive() and not failures, failures
+    assert [e.event for e in received] == ["progress", "error"], received
+    assert received[-1].json()["code"] == "unavailable"
+    assert served.proc.wait(20) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has stopped
