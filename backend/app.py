@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -48,6 +51,7 @@ def build_context(settings: Settings, queue: JobQueue | None = None) -> AppConte
         images=images, annotations=ann, predictions=predictions,
         jobs=JobService(settings, queue or CeleryJobQueue(settings), registry, ann, sessions),
         segmentation=SegmentationService(registry, images, predictions, live),
+        live=live,
         exports=Exporter(registry, images, predictions, ann), models=ModelService(registry, predictions),
     )
 
@@ -55,8 +59,15 @@ def build_context(settings: Settings, queue: JobQueue | None = None) -> AppConte
 def create_app(settings: Settings | None = None, queue: JobQueue | None = None) -> FastAPI:
     settings = settings or Settings()
     setup_logging(settings.log_level, settings.log_json)
-    app = FastAPI(title="SASFormer Studio API", version=__version__, description=DESCRIPTION)
-    app.state.ctx = build_context(settings, queue)
+    ctx = build_context(settings, queue)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        ctx.live.close()  # finish queued live refits before the process goes
+
+    app = FastAPI(title="SASFormer Studio API", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.ctx = ctx
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)

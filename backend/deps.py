@@ -24,6 +24,7 @@ from .services.annotations import AnnotationService
 from .services.export import Exporter
 from .services.images import ImageService
 from .services.jobs import JobService
+from .services.live import LiveService
 from .services.lookup import image_or_404 as image_or_404
 from .services.lookup import project_or_404 as project_or_404
 from .services.models import ModelService
@@ -43,6 +44,7 @@ class AppContext:
     predictions: PredictionService
     jobs: JobService
     segmentation: SegmentationService
+    live: LiveService
     exports: Exporter
     models: ModelService
 

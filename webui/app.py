@@ -138,13 +138,16 @@ def build_ui(settings: Settings | None = None) -> gr.Blocks:
         def auto_segment(enabled: bool, img: Any, project: Any, use_live: bool, tta: bool, alpha: float, shown: Any,
                          request: gr.Request) -> Any:
             """Re-segment after a save when the annotator asked for it (checkbox on the Annotate tab): with live
-            mode on (the default) this is the mask of the head refitted on the labels just saved."""
+            mode on (the default) this is the mask of the head refitted on the labels just saved, shown beside
+            the editor and on the Segment tab."""
             if not enabled:
-                return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-            return x["segment_fn"](img, project, use_live, tta, alpha, shown, request)
+                return (gr.skip(),) * 6
+            s, rgb, legend, info = x["segment_fn"](img, project, use_live, tta, alpha, shown, request)
+            return s, rgb, legend, info, rgb, info
 
         seg_inputs, seg_outputs = x["seg_io"]
-        x["save_event"].success(auto_segment, [x["auto_seg"], *seg_inputs], seg_outputs)
+        x["save_event"].success(auto_segment, [x["auto_seg"], *seg_inputs],
+                                [*seg_outputs, x["live_view"], x["live_info"]])
     demo.queue(default_concurrency_limit=4)
     return demo
 

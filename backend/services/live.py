@@ -11,6 +11,7 @@ Nothing is written to disk: the state is rebuilt from labels and images after a 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -97,8 +98,10 @@ class LiveService:
         return entry
 
     def on_saved(self, project_id: int, image_id: int) -> None:
-        """After a committed save: take the new labels in and refit, off the request thread (a live
-        ``/segment`` that comes first waits on the project's sync lock, then on the refit)."""
+        """After a committed save: take the new labels in and refit, off the request thread, on the
+        service's one worker thread (not a daemon: it is joined at shutdown, never killed inside torch).
+        Saves queued behind a refit coalesce: a task whose labels a refit already covers fits nothing.
+        A live ``/segment`` that comes first waits on the project's sync lock, then fits itself."""
         self._pool.submit(self._take_in, project_id)
 
     def _take_in(self, project_id: int) -> None:
@@ -113,7 +116,14 @@ class LiveService:
             if project is None:
                 return
             entry = self.sync(s, project)
-        entry.segmenter.refit_in_background()
+        seg = entry.segmenter
+        if seg.fitted_revision < seg.revision:
+            with contextlib.suppress(LiveNotReady):  # every label of the project was erased: nothing to fit
+                seg.refit()
+
+    def close(self) -> None:
+        """Finish the queued refits and stop the worker thread (app shutdown)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def forget(self, project_id: int) -> None:
         """Drop a project's state (project deleted)."""

@@ -101,10 +101,13 @@ def test_annotate_segment_attention_finetune(server: Server, driver: WebDriver, 
     assert len(xs) > 50 and xs.max() < BOX[0], "the background stroke lies left of the object"
     assert "labeled" in text_of(driver, "image-gallery") and "✓" in text_of(driver, "image-gallery")
 
-    # --- segment: the save refreshed the mask by itself, from the live head; the model's own on request ---
+    # --- the save refreshed the mask beside the editor by itself, from the live head --------------------
+    wait(driver, lambda: "Live mask" in text_of(driver, "live-info"), 120, "the live mask after the save")
+    assert "labels of 1 image" in text_of(driver, "live-info")
+    wait(driver, lambda: image_src(driver, "live-overlay"), 30, "the live mask beside the editor")
+    # --- segment tab: the same live mask; the model's own on request -----------------------------------
     open_tab(driver, "Segment")
-    wait(driver, lambda: "Live mask" in text_of(driver, "seg-info"), 120, "the live mask after the save")
-    assert "labels of 1 image" in text_of(driver, "seg-info")
+    wait(driver, lambda: "Live mask" in text_of(driver, "seg-info"), 120, "the live mask on the Segment tab")
     wait(driver, lambda: image_src(driver, "overlay"), 30, "the live overlay")
     live = api.post("/segment", data={"image_id": image_id, "live": "true", "format": "png"})
     assert live.headers["X-Mask-Source"] == "live" and live.headers["X-Live-Images"] == "1"

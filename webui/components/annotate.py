@@ -105,7 +105,8 @@ def build(ui: Shared) -> None:
                 with gr.Row():
                     save_btn = gr.Button("Save labels", variant="primary", elem_id="save-btn")
                     reload_btn = gr.Button("Reload labels", elem_id="reload-btn")
-                    auto_seg = gr.Checkbox(label="Segment after each save", value=True, elem_id="auto-segment")
+                    auto_seg = gr.Checkbox(label="Refresh the mask after each save", value=True,
+                                           elem_id="auto-segment")
                 save_info = gr.Markdown(elem_id="save-info")
                 with gr.Accordion("Points (click to place)", open=True):
                     with gr.Row():
@@ -115,9 +116,14 @@ def build(ui: Shared) -> None:
                     points_img = gr.Image(label="Points: click to add a point of the chosen class", type="numpy",
                                           interactive=False, elem_id="points-image", buttons=[])
                 gr.Markdown(HELP)
+            with gr.Column(scale=2, min_width=260):
+                live_view = gr.Image(label="Mask (live: refreshed after each save)", type="numpy", interactive=False,
+                                     elem_id="live-overlay", buttons=["fullscreen"], height=420)
+                live_info = gr.Markdown("Save labels to see the dense mask here.", elem_id="live-info")
         points = gr.State([])
     ui.extra.update(editor=editor, gallery=gallery, legend=legend, auto_seg=auto_seg, point_class=point_class,
-                    points_img=points_img, info=info, points=points, save_btn=save_btn)
+                    points_img=points_img, info=info, points=points, save_btn=save_btn, live_view=live_view,
+                    live_info=live_info)
 
     @ui_errors
     def do_upload(paths: list[str] | None, project: dict[str, Any] | None, image: dict[str, Any] | None,

@@ -1,0 +1,178 @@
+"""Live mode, as the annotator feels it: time from clicking "Save labels" to the refreshed live mask being
+shown, in a real headless chromium, in a project of N labelled images.
+
+Starts ``python -m backend`` (web UI at /ui; fresh data directory, SQLite, random MiT-b0 version 1: the
+live head runs on the filter bank plus that encoder's features), creates a 2-class project, uploads
+``--labelled`` + ``--saves`` distinct ``--size`` px scenes (a bright disc on textured ground) and labels the
+first ``--labelled`` through the API (a stroke through the disc, a ring of background). Then, per image of
+the rest, the page opens it in the editor, a brush stroke is drawn for each class with the mouse, and
+``performance.now()`` is taken when "Save labels" is clicked (from JavaScript) and again when the mask
+beside the editor shows a new, fully loaded image and its info line says the head now covers one more
+image: save
+request, live-head refit on every labelled image, live prediction, PNG transfer and browser decode, all
+in the number. The first save is a warm-up (model load, features of the labelled images). Prints p50/p95
+and writes them, with the command, to ``docs/PERFORMANCE.md`` with ``--write``.
+
+    .venv/bin/python bench/live_latency.py [--labelled 20] [--saves 8] [--size 512] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.interactive_lib import write_section  # noqa: E402
+from tests.e2e.conftest import Server, make_driver  # noqa: E402
+from tests.e2e.pages import (  # noqa: E402
+    choose_brush,
+    css,
+    draw,
+    open_tab,
+    open_ui,
+    pick_option,
+    text_of,
+    wait,
+    wait_idle,
+)
+
+SAVE_AND_TIME = """
+const expected = arguments[0];
+const done = arguments[arguments.length - 1];
+const overlayImg = () => {
+  const b = document.getElementById('live-overlay');
+  return b ? b.querySelector('img') : null;
+};
+const infoText = () => { const i = document.getElementById('live-info'); return i ? i.innerText : ''; };
+const before = (overlayImg() || {}).src || '';
+const t0 = performance.now();
+document.querySelector('button#save-btn').click();
+function check() {
+  const img = overlayImg();
+  const shown = img && img.src && img.src !== before && img.complete && img.naturalWidth > 0;
+  const text = infoText();
+  if (shown && text.includes('Live mask') && text.includes('labels of ' + expected + ' images')) {
+    requestAnimationFrame(() => done(performance.now() - t0));
+  } else if (performance.now() - t0 > 120000) { done(-1); } else { setTimeout(check, 5); }
+}
+check();
+"""
+
+
+def scene(size: int, seed: int) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """A bright, smooth disc (class 1) on darker textured ground (class 0); returns the image and the disc."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    r = int(rng.integers(size // 8, size // 5))
+    cy, cx = (int(v) for v in rng.integers(r + 8, size - r - 8, 2))
+    disc = np.hypot(yy - cy, xx - cx) < r
+    img = rng.normal(70, 25, (size, size))
+    img[disc] = rng.normal(190, 6, int(disc.sum()))
+    return np.repeat(img.clip(0, 255).astype(np.uint8)[..., None], 3, axis=2), (cy, cx, r)
+
+
+def png(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def strokes(size: int, disc: tuple[int, int, int]) -> dict:
+    cy, cx, r = disc
+    m = 6
+    ring = [[m, m], [size - m, m], [size - m, size - m], [m, size - m], [m, m]]
+    return {"strokes": [{"class_id": 1, "width": 5, "points": [[cx - r // 2, cy], [cx + r // 2, cy]]},
+                        {"class_id": 0, "width": 5, "points": ring}]}
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--labelled", type=int, default=20)
+    ap.add_argument("--saves", type=int, default=8)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--write", action="store_true", help="write the table into docs/PERFORMANCE.md")
+    args = ap.parse_args()
+    srv = Server(Path(tempfile.mkdtemp(prefix="sasformer-bench-live-")))
+    driver = None
+    try:
+        srv.wait_ready()
+        api = httpx.Client(base_url=srv.url, timeout=300)
+        p = api.post("/projects", json={"name": "live", "variant": "b0", "classes": [
+            {"name": "background", "color": "#0000ff"}, {"name": "object", "color": "#ff0000"}]}).json()
+        discs, names = {}, []
+        for i in range(args.labelled + args.saves + 1):  # +1: the warm-up save
+            rgb, discs[i] = scene(args.size, i)
+            name = f"img{i:02d}.png"
+            img = api.post(f"/projects/{p['id']}/images", files={"file": (name, png(rgb))}).json()
+            names.append(name)
+            if i < args.labelled:
+                api.put(f"/images/{img['id']}/annotation", json=strokes(args.size, discs[i])).raise_for_status()
+        t = time.perf_counter()
+        first = api.post("/segment", data={"image_id": img["id"], "live": "true", "format": "png"})
+        assert first.headers.get("X-Live-Images") == str(args.labelled), first.headers
+        print(f"project ready: {args.labelled} labelled images, first live mask after {time.perf_counter() - t:.1f} s "
+              "(features of every labelled image, first fit)")
+        driver = make_driver()
+        driver.set_script_timeout(180)
+        open_ui(driver, srv.url)
+        pick_option(driver, "project-select", "live")
+        times = []
+        for k in range(args.saves + 1):
+            i = args.labelled + k
+            open_tab(driver, "Annotate")
+            pick_option(driver, "image-select", names[i])
+            wait(driver, lambda n=names[i]: n in text_of(driver, "image-info"), 120, f"{names[i]} to open")
+            wait(driver, lambda: css(driver, "#editor .zoom-number span").text.endswith("%"), 30, "the canvas")
+            wait_idle(driver)
+            cy, cx, r = discs[i]
+            choose_brush(driver, 1)
+            draw(driver, (args.size, args.size), [(cx - r / 2, cy), (cx, cy + 2), (cx + r / 2, cy)])
+            choose_brush(driver, 0)
+            draw(driver, (args.size, args.size), [(12, 12), (args.size / 2, 14), (args.size - 12, 12)])
+            ms = driver.execute_async_script(SAVE_AND_TIME, args.labelled + k + 1)
+            if ms < 0:
+                raise RuntimeError(f"no refreshed live mask after saving {names[i]}: {text_of(driver, 'seg-info')!r}")
+            wait_idle(driver)
+            if k > 0:
+                times.append(ms)
+            print(f"save {k}: {ms:.0f} ms {'(warm-up)' if k == 0 else ''}", flush=True)
+        title = (f"save -> refreshed live mask in the browser, {args.size}x{args.size} RGB, project of "
+                 f"{args.labelled}+ labelled images, MiT-b0, headless chromium, {len(times)} saves "
+                 f"({time.strftime('%Y-%m-%d')})")
+        table = "\n".join([
+            "| case | p50 ms | p95 ms | max ms |", "|---|---|---|---|",
+            f"| click Save -> live mask shown | {pct(times, .5):.0f} | {pct(times, .95):.0f} | {max(times):.0f} |"])
+        print(title)
+        print(table)
+        if args.write:
+            cmd = " ".join(["bench/live_latency.py", *sys.argv[1:]])
+            write_section(REPO / "docs" / "PERFORMANCE.md", "## Live mode: save -> mask in the browser",
+                          f"{title}.\n\n{table}\n\nCommand: `.venv/bin/python {cmd}`. Each save: the save "
+                          "request, the refit of the live head on every labelled image's sampled pixels, the live "
+                          "prediction of the saved image, the PNG and the browser's decode.\n")
+        if re.search(r"error", text_of(driver, "status"), re.I):
+            print("note: the status line shows an error:", text_of(driver, "status"))
+    finally:
+        if driver is not None:
+            driver.quit()
+        srv.stop()
+
+
+if __name__ == "__main__":
+    main()
