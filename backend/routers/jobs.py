@@ -15,15 +15,13 @@ from typing import Any
 import anyio
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import FileResponse
-from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from core.errors import ErrorCode, ServiceError
-from core.orm import Job
 
-from ..deps import AppContext, CtxDep, PrincipalDep, SessionDep, project_or_404
+from ..deps import CtxDep, PrincipalDep, SessionDep, project_or_404
 from ..schemas.common import ERROR_RESPONSES, IdPath, Offset, Page
-from ..schemas.jobs import TERMINAL_STATES, JobCreate, JobProgress, JobPublic, JobResult, JobState
+from ..schemas.jobs import JobCreate, JobPublic, JobState
 
 router = APIRouter(tags=["jobs"], responses=ERROR_RESPONSES)
 log = logging.getLogger("sasformer.api")
@@ -50,47 +48,26 @@ SSE_EVENT_SCHEMA: dict[str, Any] = {"oneOf": [
 ]}
 
 
-def public(session: Session, ctx: AppContext, job: Job) -> JobPublic:
-    note = ctx.jobs.queue.available() if job.state == "queued" and job.task_id is None else None
-    return JobPublic(
-        id=job.id, project_id=job.project_id, kind=job.kind, state=job.state,  # type: ignore[arg-type]
-        params=JobCreate.model_validate(job.params), base_version=ctx.jobs.version_number(session, job.base_version_id),
-        result_version=ctx.jobs.version_number(session, job.result_version_id),
-        progress=JobProgress.model_validate(job.progress or {}), error=job.error, cancel_requested=job.cancel_requested,
-        attempts=job.attempts or 0, result=JobResult.model_validate(job.result) if job.result else None,
-        author=job.author, created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
-        updated_at=job.updated_at, note=note,
-    )
-
-
 @router.post("/projects/{project_id}/jobs", status_code=201, response_model=JobPublic)
 def create_job(project_id: IdPath, body: JobCreate, session: SessionDep, ctx: CtxDep, who: PrincipalDep,
                response: Response) -> JobPublic:
     """Queue a fine-tune of the project's model on its labels; 409 if nothing is labelled yet."""
-    project = project_or_404(session, project_id)
-    job = ctx.jobs.create(session, project, body, who.name)
-    session.commit()  # the worker must find the row when it picks the task up
-    ctx.jobs.dispatch(session, job)
-    session.commit()
+    job = ctx.jobs.start(session, project_or_404(session, project_id), body, who.name)
     response.headers["Location"] = f"/jobs/{job.id}"
-    return public(session, ctx, job)
+    return ctx.jobs.public(session, job)
 
 
 @router.get("/projects/{project_id}/jobs", response_model=Page[JobPublic])
 def list_jobs(project_id: IdPath, session: SessionDep, ctx: CtxDep, state: JobState | None = None,
               offset: Offset = 0, limit: int = Query(50, ge=1, le=500)) -> Page[JobPublic]:
     project_or_404(session, project_id)
-    rows, total = ctx.jobs.list(session, project_id, state, offset, limit)
-    for j in rows:
-        ctx.jobs.recover(session, j)
-    return Page(items=[public(session, ctx, j) for j in rows], total=total, offset=offset, limit=limit)
+    rows, total = ctx.jobs.page(session, project_id, state, offset, limit)
+    return Page(items=[ctx.jobs.public(session, j) for j in rows], total=total, offset=offset, limit=limit)
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic)
 def get_job(job_id: IdPath, session: SessionDep, ctx: CtxDep) -> JobPublic:
-    job = ctx.jobs.get(session, job_id)
-    ctx.jobs.recover(session, job)
-    return public(session, ctx, job)
+    return ctx.jobs.public(session, ctx.jobs.read(session, job_id))
 
 
 @router.delete("/jobs/{job_id}", response_model=JobPublic, responses={202: {"model": JobPublic}})
@@ -100,7 +77,7 @@ def cancel_job(job_id: IdPath, session: SessionDep, ctx: CtxDep, response: Respo
     done = ctx.jobs.cancel(session, job)
     response.status_code = 200 if done else 202
     session.flush()
-    return public(session, ctx, job)
+    return ctx.jobs.public(session, job)
 
 
 @router.get("/jobs/{job_id}/events", response_class=EventSourceResponse, responses={200: {
@@ -117,11 +94,7 @@ def job_events(job_id: IdPath, session: SessionDep, ctx: CtxDep,
     ctx.jobs.get(session, job_id)  # 404 before the stream starts
 
     def snapshot() -> tuple[str, bool]:
-        with ctx.sessions() as s:
-            job = ctx.jobs.get(s, job_id)
-            if ctx.jobs.recover(s, job):
-                s.commit()
-            return public(s, ctx, job).model_dump_json(), job.state in TERMINAL_STATES
+        return ctx.jobs.snapshot(ctx.sessions, job_id)
 
     shutdown = anyio.Event()  # set by sse-starlette when the server begins to shut down
 
@@ -168,8 +141,4 @@ def _event(name: str, data: str, id: str | None = None) -> ServerSentEvent:
             responses={200: {"content": {"application/x-ndjson": {}}}})
 def job_log(job_id: IdPath, session: SessionDep, ctx: CtxDep) -> FileResponse:
     """The job's JSONL log: one JSON object per line (claim, data, train/val progress, end, result)."""
-    ctx.jobs.get(session, job_id)
-    path = ctx.settings.jobs_dir / str(job_id) / "log.jsonl"
-    if not path.is_file():
-        raise ServiceError(ErrorCode.NOT_FOUND, f"job {job_id} has no log yet (it has not started)")
-    return FileResponse(path, media_type="application/x-ndjson")
+    return FileResponse(ctx.jobs.log_path(session, job_id), media_type="application/x-ndjson")

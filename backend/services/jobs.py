@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,8 +20,9 @@ from core.orm import AnnotationRevision, Image, Job, ModelVersion, Project
 from core.settings import Settings
 from jobs import lifecycle
 from jobs.queue import JobQueue
-from jobs.schemas import TERMINAL_STATES, JobCreate
+from jobs.schemas import TERMINAL_STATES, JobCreate, JobProgress, JobResult
 
+from ..schemas.jobs import JobPublic
 from .annotations import AnnotationService
 from .registry import ModelRegistry
 
@@ -51,6 +53,55 @@ class JobService:
             log.info("project %s: auto-train job %s queued after image %s was saved", project_id, job.id, image_id)
             return job
 
+    # ---- what the API answers -------------------------------------------------------------------
+    def public(self, session: Session, job: Job) -> JobPublic:
+        note = self.queue.available() if job.state == "queued" and job.task_id is None else None
+        return JobPublic(
+            id=job.id, project_id=job.project_id, kind=job.kind, state=job.state,  # type: ignore[arg-type]
+            params=JobCreate.model_validate(job.params), base_version=self.version_number(session, job.base_version_id),
+            result_version=self.version_number(session, job.result_version_id),
+            progress=JobProgress.model_validate(job.progress or {}), error=job.error,
+            cancel_requested=job.cancel_requested, attempts=job.attempts or 0,
+            result=JobResult.model_validate(job.result) if job.result else None, author=job.author,
+            created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+            updated_at=job.updated_at, note=note)
+
+    def start(self, session: Session, project: Project, params: JobCreate, author: str) -> Job:
+        """Validate, record (committed: the worker must find the row when it picks the task up), hand to the
+        broker and record the task id."""
+        job = self.create(session, project, params, author)
+        session.commit()
+        self.dispatch(session, job)
+        session.commit()
+        return job
+
+    def read(self, session: Session, job_id: int) -> Job:
+        """A job as it is now: a running job whose worker is gone is recovered first."""
+        job = self.get(session, job_id)
+        self.recover(session, job)
+        return job
+
+    def page(self, session: Session, project_id: int, state: str | None, offset: int, limit: int
+             ) -> tuple[list[Job], int]:
+        rows, total = self.list(session, project_id, state, offset, limit)
+        for job in rows:
+            self.recover(session, job)
+        return rows, total
+
+    def snapshot(self, sessions: sessionmaker[Session], job_id: int) -> tuple[str, bool]:
+        """The job as JSON in its own short transaction, and whether it has ended (the event stream's poll)."""
+        with session_scope(sessions) as s:
+            job = self.read(s, job_id)
+            return self.public(s, job).model_dump_json(), job.state in TERMINAL_STATES
+
+    def log_path(self, session: Session, job_id: int) -> Path:
+        self.get(session, job_id)
+        path = self.settings.jobs_dir / str(job_id) / "log.jsonl"
+        if not path.is_file():
+            raise ServiceError(ErrorCode.NOT_FOUND, f"job {job_id} has no log yet (it has not started)")
+        return path
+
+    # ---- the job table ---------------------------------------------------------------------------
     def get(self, session: Session, job_id: int) -> Job:
         job = session.get(Job, job_id)
         if job is None:

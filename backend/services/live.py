@@ -101,7 +101,11 @@ class LiveService:
         """After a committed save: take the new labels in and refit, off the request thread, on the
         service's one worker thread (not a daemon: it is joined at shutdown, never killed inside torch).
         Saves queued behind a refit coalesce: a task whose labels a refit already covers fits nothing.
-        A live ``/segment`` that comes first waits on the project's sync lock, then fits itself."""
+        A live ``/segment`` that comes first waits on the project's sync lock, then fits itself. A project
+        nobody has asked a live mask of costs nothing: its first live request takes every label in."""
+        with self._lock:
+            if project_id not in self._projects:
+                return
         self._pool.submit(self._take_in, project_id)
 
     def _take_in(self, project_id: int) -> None:
