@@ -73,14 +73,16 @@ from bench.interactive_lib import (  # noqa: E402
     uncertainty_scribble,
     write_section,
 )
-from model import LossConfig, Predictor, load_bundle  # noqa: E402
+from model import LossConfig, ModelConfig, Predictor, build_sasformer, load_bundle  # noqa: E402
 from model.data import DatasetSplit, Sample, load_dataset  # noqa: E402
-from model.data.simulate import SimulationKind, sample_seed, simulate_dataset  # noqa: E402
+from model.data.simulate import SimulationKind, sample_seed, simulate_dataset, simulate_scribbles  # noqa: E402
+from model.live import LiveConfig, LiveHead, LiveSegmenter  # noqa: E402
 from model.train import Callbacks, TrainConfig, train  # noqa: E402
 
 OUT_ROOT = REPO / "runs" / "bench_interactive"
 DOC = REPO / "docs" / "PERFORMANCE.md"
 SECTION = "## Interactive quality"
+LIVE_SECTION = "## Live mode"
 
 
 @dataclass(frozen=True)
@@ -259,6 +261,193 @@ def warm_bundle(ds: DatasetSpec, args: argparse.Namespace, mode: Mode) -> tuple[
                                f"({n_img} images, {steps} steps of batch 8)")
 
 
+# ---- live arms (issue 15): model.live's head on [filter bank + frozen encoder] ---------------------------
+def random_predictor(ds: DatasetSpec, classes: list[str], args: argparse.Namespace) -> Predictor:
+    """A new project's model: the dataset config's architecture with random weights (seeded)."""
+    cfg = base_config(ds, "scribbles", args)
+    torch.manual_seed(args.seed)
+    model_cfg = ModelConfig.from_dict({**cfg.model.to_dict(), "num_classes": len(classes), "class_names": classes,
+                                       "class_colors": []})
+    return Predictor(build_sasformer(model_cfg), device="cpu")
+
+
+def live_arms(ds: DatasetSpec, classes: list[str], warm: str | None, args: argparse.Namespace
+              ) -> list[tuple[str, Predictor | None, str | None, LiveConfig]]:
+    """(row name, predictor, version key, config): random init, and the seed with and without ``Y = A P``."""
+    arms: list[tuple[str, Predictor | None, str | None, LiveConfig]] = [
+        ("Live (random init)", random_predictor(ds, classes, args), "random", LiveConfig())]
+    if warm is not None:
+        seed_pred = Predictor(load_bundle(warm)[0], device="cpu")
+        arms.append(("Live (seed)", seed_pred, "seed", LiveConfig()))
+        arms.append((f"Live (seed) + Y=AP stage {args.live_refine_stage}", seed_pred, "seed",
+                     LiveConfig(refine_stage=args.live_refine_stage, refine_weight=args.live_refine_weight)))
+    return arms
+
+
+def run_live(name: str, predictor: Predictor | None, version: str | None, config: LiveConfig, train_s: list[Sample],
+             eval_s: list[Sample], ds: DatasetSpec, classes: list[str]) -> dict[str, Any]:
+    """Live arm: save every labelled image (features), one refit, predict the evaluated images."""
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        seg = LiveSegmenter(len(classes), predictor, version, config)
+        for s in train_s:
+            seg.set_labels(s.name, s.image, s.sparse)  # type: ignore[arg-type]
+        t1 = time.perf_counter()
+        stats = seg.refit()
+        t2 = time.perf_counter()
+        preds = [seg.predict(s.name, s.image).class_map for s in eval_s]
+        t3 = time.perf_counter()
+    return {"method": name, "budget_s": None, "features_s": t1 - t0, "fit_s": stats.fit_s, "refit_s": t2 - t1,
+            "predict_s": t3 - t2, "wall_s": t3 - t0, "samples": stats.samples, "peak_rss_mb": mem.peak_mb,
+            "rss_growth_mb": mem.growth_mb, "rss_method": mem.method,
+            **score(preds, [s.dense for s in eval_s], classes, ds.exclude)}  # type: ignore[misc]
+
+
+def _resize(arr: np.ndarray, size: int, nearest: bool) -> np.ndarray:
+    from PIL import Image
+
+    resample = Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(arr).resize((size, size), resample))
+
+
+def live_latency(ds: DatasetSpec, val: DatasetSplit, warm: str | None,
+                 args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Library-level save -> mask latency: a project of ``--live-project`` labelled 512x512 images.
+
+    Each image is resized to ``--live-size``, scribbles simulated from its dense mask. After the project is
+    saved and fitted once, every round is one *save* -- new scribbles (another simulator seed) on one of
+    the project's images -- timed as ``set_labels`` + ``refit`` + ``predict`` of that image, all features
+    of the project cached (the service's steady state). Also timed: the first save of an image (filter bank
+    and encoder forward) and the predict of an image never seen (features computed on the spot).
+    """
+    size, n = args.live_size, args.live_project
+    classes = val.classes.names
+    picks = pick_images(val, n + 1, ds.exclude, offset=4)
+    imgs = [_resize(s.image, size, False) for s in picks]
+    dense = [_resize(s.dense, size, True) for s in picks]  # type: ignore[arg-type]
+    sparse = [simulate_scribbles(d, seed=args.seed + i) for i, d in enumerate(dense)]
+    arms: list[tuple[str, Predictor | None, str | None]] = [("Live (random init)", random_predictor(ds, classes, args),
+                                                             "random")]
+    if warm is not None:
+        arms.append(("Live (seed)", Predictor(load_bundle(warm)[0], device="cpu"), "seed"))
+    rows = []
+    for name, pred, version in arms:
+        seg = LiveSegmenter(len(classes), pred, version, LiveConfig())
+        first = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            seg.set_labels(f"img{i}", imgs[i], sparse[i])
+            first.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        fresh = seg.refit()
+        fresh_s = time.perf_counter() - t0
+        parts: dict[str, list[float]] = {"save": [], "refit": [], "predict": [], "total": []}
+        for r in range(args.live_rounds):
+            i = r % n
+            labels = simulate_scribbles(dense[i], seed=args.seed + 1000 + r)
+            t0 = time.perf_counter()
+            seg.set_labels(f"img{i}", imgs[i], labels)
+            t1 = time.perf_counter()
+            st = seg.refit()
+            t2 = time.perf_counter()
+            seg.predict(f"img{i}")
+            t3 = time.perf_counter()
+            for k, v in (("save", t1 - t0), ("refit", t2 - t1), ("predict", t3 - t2), ("total", t3 - t0)):
+                parts[k].append(v)
+        t0 = time.perf_counter()
+        seg.predict(image=imgs[n])
+        cold = time.perf_counter() - t0
+
+        def pct(xs: list[float], q: float) -> float:
+            return float(np.percentile(xs, q))
+
+        rows.append({"dataset": ds.key, "arm": name, "size": size, "project": n, "rounds": args.live_rounds,
+                     "samples": st.samples, "first_save_p50_s": pct(first, 50), "fresh_fit_s": fresh_s,
+                     "fresh_fit_samples": fresh.samples, "cold_predict_s": cold,
+                     **{f"{k}_p50_s": pct(v, 50) for k, v in parts.items()},
+                     **{f"{k}_p95_s": pct(v, 95) for k, v in parts.items()}})
+        log(f"latency {ds.key}/{name}: save->mask p50 {rows[-1]['total_p50_s']:.2f}s p95 "
+            f"{rows[-1]['total_p95_s']:.2f}s (refit p50 {rows[-1]['refit_p50_s']:.2f}s, predict p50 "
+            f"{rows[-1]['predict_p50_s']:.2f}s), first save {rows[-1]['first_save_p50_s']:.2f}s, "
+            f"cold predict {cold:.2f}s")
+    return rows
+
+
+def classifier_probe(ds: DatasetSpec, kind: str, val: DatasetSplit, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """How the live head's classifier was chosen: candidates on the same filter-bank rows of a project session.
+
+    Labels of the project session's K images (class-balanced sample of 20k, as ``LiveSegmenter`` draws it),
+    scored on its M held-out images; predict time is scaled to a 512x512 image. Filter bank only (the random
+    init case, where the classifier has to carry everything).
+    """
+    from sklearn.ensemble import ExtraTreesClassifier, HistGradientBoostingClassifier, RandomForestClassifier
+
+    from model.live import balanced_indices, filter_bank
+
+    classes = val.classes.names
+    labeled = with_sparse(pick_images(val, args.project_k or 5, ds.exclude, offset=1), kind, args.seed)
+    held = [s for s in pick_images(val, (args.project_m or 5) + (args.project_k or 5) + 3, ds.exclude, offset=3)
+            if s.name not in {x.name for x in labeled}][: args.project_m or 5]
+    fb = {s.name: filter_bank(s.image) for s in labeled + held}
+    x = np.concatenate([fb[s.name][s.sparse != 255] for s in labeled])
+    y = np.concatenate([s.sparse[s.sparse != 255] for s in labeled]).astype(np.int64)  # type: ignore[index]
+    idx = balanced_indices(y, 20_000, np.random.default_rng(args.seed), len(classes))
+    cands: list[tuple[str, Any]] = [
+        ("MLP 2x64 (LiveHead)", None),
+        ("RF 100 trees, full depth", RandomForestClassifier(100, n_jobs=1, random_state=args.seed)),
+        ("RF 50 trees, depth 12", RandomForestClassifier(50, max_depth=12, n_jobs=1, random_state=args.seed)),
+        ("extra trees 100, depth 16", ExtraTreesClassifier(100, max_depth=16, n_jobs=1, random_state=args.seed)),
+        ("hist. gradient boosting, 50 iter.", HistGradientBoostingClassifier(max_iter=50, random_state=args.seed)),
+    ]
+    rows = []
+    for name, clf in cands:
+        t0 = time.perf_counter()
+        model: Any
+        if clf is None:
+            model = LiveHead(len(classes))
+            model.fit(x[idx], None, y[idx])
+        else:
+            model = clf.fit(x[idx], y[idx])
+        t1 = time.perf_counter()
+        preds = [_probe_proba(model, fb[s.name], len(classes)).argmax(0).astype(np.uint8) for s in held]
+        t2 = time.perf_counter()
+        px = sum(s.image.shape[0] * s.image.shape[1] for s in held)
+        rows.append({"dataset": ds.key, "classifier": name, "samples": int(len(idx)), "fit_s": t1 - t0,
+                     "predict_512_s": (t2 - t1) / px * 512 * 512,
+                     **score(preds, [s.dense for s in held], classes, ds.exclude)})  # type: ignore[misc]
+        log(f"probe {ds.key}: {name}: Dice {rows[-1]['mean_dice']:.3f} fit {t1 - t0:.2f}s "
+            f"predict/512^2 {rows[-1]['predict_512_s']:.2f}s")
+    return rows
+
+
+def _probe_proba(model: Any, f: np.ndarray, num_classes: int) -> np.ndarray:
+    """``(C, H, W)`` probabilities of a probe candidate (a ``LiveHead`` or a scikit-learn classifier)."""
+    if isinstance(model, LiveHead):
+        return model.predict_proba(f)
+    p = model.predict_proba(f.reshape(-1, f.shape[-1]))
+    out = np.zeros((num_classes, f.shape[0] * f.shape[1]), np.float32)
+    out[model.classes_] = p.T
+    return out.reshape(num_classes, *f.shape[:2])
+
+
+def probe_table(rows: list[dict[str, Any]]) -> str:
+    head = ("| data | classifier (filter bank only) | samples | mIoU | mean Dice | fit s | predict s per 512x512 |\n"
+            "|---|---|---:|---:|---:|---:|---:|\n")
+    return head + "\n".join(f"| {r['dataset']} | {r['classifier']} | {r['samples']} | {r['miou']:.3f} | "
+                             f"{r['mean_dice']:.3f} | {r['fit_s']:.2f} | {r['predict_512_s']:.2f} |" for r in rows)
+
+
+def latency_table(rows: list[dict[str, Any]]) -> str:
+    head = ("| data | arm | save -> mask p50 s | p95 s | of it: set_labels p50 | refit p50 / p95 | predict p50 / p95 "
+            "| first save of an image s | fresh fit s | predict, uncached image s |\n"
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+    lines = [f"| {r['dataset']} | {r['arm']} | {r['total_p50_s']:.2f} | {r['total_p95_s']:.2f} | "
+             f"{r['save_p50_s']:.2f} | {r['refit_p50_s']:.2f} / {r['refit_p95_s']:.2f} | "
+             f"{r['predict_p50_s']:.2f} / {r['predict_p95_s']:.2f} | {r['first_save_p50_s']:.2f} | "
+             f"{r['fresh_fit_s']:.2f} | {r['cold_predict_s']:.2f} |" for r in rows]
+    return head + "\n".join(lines)
+
+
 # ---- part 1: budget sessions ------------------------------------------------------------------------
 def run_rf(name: str, settings: RFSettings, train_s: list[Sample], eval_s: list[Sample], ds: DatasetSpec,
            classes: list[str], same: bool) -> dict[str, Any]:
@@ -315,6 +504,12 @@ def budget_sessions(ds: DatasetSpec, kind: str, val: DatasetSplit, warm: str | N
         ("SASFormer scratch", None, mode.scratch_budgets, args.lr_scratch, 10)]
     if warm is not None:
         sas_arms.append(("SASFormer warm", warm, (0.0, *mode.budgets), args.lr_warm, 0))
+    if "rf" not in args.arms:
+        rf_arms = []
+    if "sasformer" not in args.arms:  # live-only runs still show the seed model's own masks (no fine-tuning)
+        sas_arms = [("SASFormer warm", warm, (0.0,), args.lr_warm, 0)] if warm is not None and "live" in args.arms \
+            else []
+    lives = live_arms(ds, classes, warm, args) if "live" in args.arms else []
     for session, train_groups, eval_groups in sessions:
         groups = [(with_sparse(t, kind, args.seed), e) for t, e in zip(train_groups, eval_groups, strict=True)]
         same = session == "per-image"
@@ -322,7 +517,7 @@ def budget_sessions(ds: DatasetSpec, kind: str, val: DatasetSplit, warm: str | N
         def pooled(results: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
             """Per-image sessions run once per image; the row pools them (times: mean per image)."""
             out = dict(results[0])
-            for key in ("wall_s", "features_s", "fit_s", "predict_s", "train_s", "finetune_call_s", "steps"):
+            for key in ("wall_s", "features_s", "fit_s", "refit_s", "predict_s", "train_s", "finetune_call_s", "steps"):
                 if key in out:
                     out[key] = float(np.mean([r[key] for r in results]))
             for key in ("peak_rss_mb", "rss_growth_mb"):
@@ -340,6 +535,11 @@ def budget_sessions(ds: DatasetSpec, kind: str, val: DatasetSplit, warm: str | N
             rows.append(pooled(res, meta))
             log(f"{ds.key}/{kind}/{session}: {name}: mIoU {rows[-1]['miou']:.3f} Dice {rows[-1]['mean_dice']:.3f} "
                 f"wall {rows[-1]['wall_s']:.1f}s")
+        for name, pred, version, lcfg in lives:
+            res = [run_live(name, pred, version, lcfg, g, e, ds, classes) for g, e in groups]
+            rows.append(pooled(res, meta))
+            log(f"{ds.key}/{kind}/{session}: {name}: mIoU {rows[-1]['miou']:.3f} Dice {rows[-1]['mean_dice']:.3f} "
+                f"wall {rows[-1]['wall_s']:.1f}s (refit {rows[-1]['refit_s']:.2f}s)")
         for name, init, budgets, lr, warmup in sas_arms:
             if init is None and same and not mode.scratch_per_image:
                 log(f"{ds.key}/{kind}/{session}: {name} skipped in {mode.name} mode (time; see the project rows)")
@@ -370,6 +570,11 @@ def noc_loop(ds: DatasetSpec, sample: Sample, val: DatasetSplit, row: str, warm:
     sparse, n_scribbles = initial_scribbles(gt, seed=args.seed)
     cfg = base_config(ds, "scribbles", args)
     feats = rf_features(sample.image, ds.gray, RFSettings(seed=args.seed)) if row == "RF" else None
+    seg: LiveSegmenter | None = None
+    if row.startswith("Live"):
+        pred_model = random_predictor(ds, classes, args) if "random" in row else Predictor(
+            load_bundle(warm)[0], device="cpu") if warm is not None else None
+        seg = LiveSegmenter(len(classes), pred_model, row, LiveConfig())
     curve: list[dict[str, Any]] = []
     bundle = warm
     t_start = time.perf_counter()
@@ -380,6 +585,10 @@ def noc_loop(ds: DatasetSpec, sample: Sample, val: DatasetSplit, row: str, warm:
             if row == "RF":
                 assert feats is not None
                 pred = RFPeer(RFSettings(seed=args.seed)).fit([feats], [sparse]).predict(feats)
+            elif seg is not None:
+                seg.set_labels(sample.name, sample.image, sparse)
+                seg.refit()
+                pred = seg.predict(sample.name).class_map
             else:
                 data = val.with_samples([replace(sample, sparse=sparse)])
                 out_dir = OUT_ROOT / mode.name / "noc" / f"{ds.key}_{sample.name}_{row.replace(' ', '_')}_{rnd % 2}"
@@ -563,6 +772,59 @@ Warm start (`auto`): the background experiment's bundle (`runs/mscmr_sasformer_s
 """
 
 
+LIVE_INTRO = """
+`model.live` (issue 15) gives a dense mask within seconds of each save: a per-project `LiveHead` (a 2x64
+MLP) refitted on every labelled pixel of the project (class-balanced sample capped at 20k, at most 4k per class
+and image) over the ilastik filter bank (73 features gray / 103 RGB: ilastik's sigmas 0.7-10 plus 16, 24, 32
+for context) plus the active model's frozen MiT stage features (all four stages, PCA to 32 inside the head) and
+its decoder logits, as a residual `a * logits + b + MLP(x)` whose `a` starts at the model's better-than-chance
+accuracy on the scribbles (logits left out below 0.25: a random model's), with the attention propagation
+`Y = A P` (paper Eq. 4) as an optional refinement. Rows below are library-level (`LiveSegmenter.set_labels` /
+`refit` / `predict`), one thread (`OMP_NUM_THREADS=1`), on the same images and simulated labels as the forest
+rows: *Live (random init)* = a new project (random MiT-B0), *Live (seed)* = the seed model named below,
+*+ Y=AP* = the seed with the refinement (stage 2, weight 0.5), *SASFormer warm 0 s* = the seed model's own
+masks. Wall s = featurising the labelled images + refit + predicting the scored ones; fit s = the MLP's
+training alone. The browser-measured save -> mask latency comes with the UI wiring.
+"""
+
+
+def write_live_docs(result: dict[str, Any]) -> None:
+    """Regenerate "## Live mode" in docs/PERFORMANCE.md, keeping a hand-written "### Findings" subsection."""
+    text = DOC.read_text() if DOC.exists() else "# Performance\n"
+    start = text.find(LIVE_SECTION + "\n")
+    findings = ""
+    if start >= 0:
+        nxt = text.find("\n## ", start + len(LIVE_SECTION))
+        existing = text[start + len(LIVE_SECTION): nxt if nxt >= 0 else len(text)]
+        for chunk in existing.split("\n### ")[1:]:
+            if chunk.split("\n", 1)[0].strip() == "Findings":
+                findings = "### " + chunk.strip()
+    rows = [r for r in result["rows"] if r["method"].startswith(("RF (100", "Live"))
+            or (r["method"] == "SASFormer warm" and r["budget_s"] == 0)]
+    warm_lines = "\n".join(f"* seed / warm start, {k}: {v}" for k, v in result["warm"].items())
+    body = [LIVE_INTRO.strip(), "",
+            f"`{result['command']}` -- measured {result['date']} on {result['machine']}, load avg "
+            f"{result.get('load_start', float('nan')):.1f} at the start, torch threads {result['threads']}, total "
+            f"{result['total_s'] / 60:.1f} min. Images: {result['images']}.", "", warm_lines, "",
+            budget_table(rows) if rows else "(no budget rows)"]
+    if result.get("noc"):
+        body += ["", "Simulated annotator (as in Interactive quality; live rows refit after every scribble):", "",
+                 noc_table(result["noc"], result["targets"], result["noc_rounds"])]
+    if result.get("latency"):
+        lat = result["latency"][0]
+        body += ["", f"Library-level latency of one save in a project of {lat['project']} labelled "
+                 f"{lat['size']}x{lat['size']} images (resized val images, simulated scribbles; features of the "
+                 f"project cached), {lat['rounds']} saves: `set_labels` + `refit` (continuing the last head) + "
+                 f"`predict` of the saved image:", "", latency_table(result["latency"])]
+    if result.get("probe"):
+        body += ["", "Choice of the head's classifier (`--live-probe`): candidates fitted on the same class-balanced "
+                 "filter-bank rows of the project session's labelled images, scored on its held-out images:", "",
+                 probe_table(result["probe"])]
+    if findings:
+        body += ["", findings]
+    write_section(DOC, LIVE_SECTION, "\n".join(body))
+
+
 # ---- main -------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
@@ -590,14 +852,33 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--labelsets", nargs="+", metavar="DATA:KIND",
                     help="subset of the mode's label sets, e.g. mscmr:scribbles camvid:points")
     ap.add_argument("--per-image", type=int, help="images of the per-image session (quick 1, full 3)")
+    ap.add_argument("--project-k", type=int, help="labelled images of the project session (quick 2, full 5)")
+    ap.add_argument("--project-m", type=int, help="predicted images of the project session (quick 2, full 10)")
     ap.add_argument("--noc-datasets", nargs="+", choices=("mscmr", "camvid"), help="datasets of the annotator loop")
     ap.add_argument("--from-json", type=Path, help="no benchmark: rewrite the plot and docs from a results.json")
+    ap.add_argument("--arms", nargs="+", choices=("rf", "sasformer", "live"), default=["rf", "sasformer", "live"],
+                    help="which methods run (default all); e.g. --arms rf live for the live-mode tables alone")
+    ap.add_argument("--warm-bundle", nargs="+", default=[], metavar="DATA=PATH",
+                    help="use this bundle as the warm start / live seed of a dataset (skips the search)")
+    ap.add_argument("--live-refine-stage", type=int, default=2, help="MiT stage of the Y = A P row (1-4)")
+    ap.add_argument("--live-refine-weight", type=float, default=0.5, help="blend weight of Y = A P")
+    ap.add_argument("--live-latency", nargs="*", choices=("mscmr", "camvid"),
+                    help="datasets of the live latency part (default: quick camvid, full both; none = skip)")
+    ap.add_argument("--live-probe", nargs="*", choices=("mscmr", "camvid"), default=[],
+                    help="also compare candidate classifiers for the live head on these datasets' project session")
+    ap.add_argument("--live-size", type=int, default=512, help="latency: image side after resizing")
+    ap.add_argument("--live-project", type=int, default=20, help="latency: labelled images in the project")
+    ap.add_argument("--live-rounds", type=int, default=20, help="latency: timed saves")
     args = ap.parse_args(argv)
     if args.from_json:
         result = json.loads(args.from_json.read_text())
         plot_path = REPO / "docs" / f"interactive_quality_{result['mode']}.png"
-        plot(result["rows"], plot_path, f"{result['mode']} mode, {result['date']}, 1 thread; SASFormer labels = budget")
-        write_docs(result, plot_path)
+        if "sasformer" in result.get("arms", ["sasformer"]):
+            plot(result["rows"], plot_path, f"{result['mode']} mode, {result['date']}, 1 thread; SASFormer labels = "
+                 "budget")
+            write_docs(result, plot_path)
+        if "live" in result.get("arms", []):
+            write_live_docs(result)
         log(f"docs rewritten from {args.from_json}")
         return
     mode = MODES["quick" if args.quick else "full"]
@@ -612,6 +893,10 @@ def main(argv: list[str] | None = None) -> None:
         mode = replace(mode, labelsets=tuple(wanted))
     if args.per_image:
         mode = replace(mode, per_image=args.per_image)
+    if args.project_k:
+        mode = replace(mode, project_k=args.project_k)
+    if args.project_m:
+        mode = replace(mode, project_m=args.project_m)
     if args.noc_datasets:
         mode = replace(mode, noc_datasets=tuple(args.noc_datasets))
     if args.noc_rounds is not None:
@@ -619,16 +904,26 @@ def main(argv: list[str] | None = None) -> None:
     if args.noc_round_s is not None:
         mode = replace(mode, noc_round_s=args.noc_round_s)
     torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()[0]
     t_all = time.perf_counter()
     specs = dataset_specs(args.data_root)
     out = OUT_ROOT / mode.name
     out.mkdir(parents=True, exist_ok=True)
     log(f"mode {mode.name}: torch threads {torch.get_num_threads()}, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}")
 
-    needed = sorted({d for d, _ in mode.labelsets} | set(mode.noc_datasets))
+    latency_sets = args.live_latency if args.live_latency is not None else (
+        (["camvid"] if mode.name == "quick" else ["mscmr", "camvid"]) if "live" in args.arms else [])
+    needed = sorted({d for d, _ in mode.labelsets} | set(mode.noc_datasets) | set(latency_sets)
+                    | set(args.live_probe or []))
+    given = dict(w.split("=", 1) for w in args.warm_bundle)
     vals = {k: load_dataset(specs[k].spec, "val") for k in needed}
     warm: dict[str, tuple[str | None, str]] = {}
     for k in needed:
+        if k in given:
+            meta = json.loads((Path(given[k]) / "bundle.json").read_text())
+            warm[k] = (given[k], f"{given[k]} (given with --warm-bundle; {meta.get('provenance', {}).get('steps')} "
+                                 f"steps)")
+            continue
         warm[k] = warm_bundle(specs[k], args, mode)
         log(f"warm start {k}: {warm[k][1]}")
         if warm[k][0] is None:
@@ -646,13 +941,24 @@ def main(argv: list[str] | None = None) -> None:
         for dkey in mode.noc_datasets:
             ds = specs[dkey]
             for sample in pick_images(vals[dkey], mode.noc_images, ds.exclude, offset=2):
-                row_names = ["RF"] + (["SASFormer warm", "SASFormer warm, uncertainty"] if warm[dkey][0] else [])
+                row_names = ["RF"] if "rf" in args.arms else []
+                if "live" in args.arms:
+                    row_names += ["Live (random init)"] + (["Live (seed)"] if warm[dkey][0] else [])
+                if "sasformer" in args.arms and warm[dkey][0]:
+                    row_names += ["SASFormer warm", "SASFormer warm, uncertainty"]
                 for row in row_names:
                     r = noc_loop(ds, sample, vals[dkey], row, warm[dkey][0], mode, args)
                     noc.append(r)
                     log(f"NoC {dkey}/{sample.name}/{row}: {r['noc']} curve "
                         + ", ".join(f"{p['scribbles']}:{p['mean_dice']:.2f}" for p in r["curve"]))
         images.append(f"NoC {mode.noc_images} image(s) per dataset")
+
+    latency: list[dict[str, Any]] = []
+    for dkey in latency_sets:
+        latency += live_latency(specs[dkey], vals[dkey], warm[dkey][0], args)
+    probe: list[dict[str, Any]] = []
+    for dkey in args.live_probe or []:
+        probe += classifier_probe(specs[dkey], "scribbles", vals[dkey], args)
 
     cmd = ".venv/bin/python bench/interactive.py" + (" " + " ".join(sys.argv[1:]) if argv is None and sys.argv[1:]
                                                      else "")
@@ -662,14 +968,22 @@ def main(argv: list[str] | None = None) -> None:
               "threads": torch.get_num_threads(), "total_s": time.perf_counter() - t_all,
               "images": "; ".join(images), "warm": {k: v[1] for k, v in warm.items()}, "rows": rows, "noc": noc,
               "targets": args.targets, "noc_rounds": mode.noc_rounds, "noc_round_s": mode.noc_round_s,
-              "budgets": list(mode.budgets)}
+              "budgets": list(mode.budgets), "latency": latency, "probe": probe, "arms": list(args.arms),
+              "load_start": load_start}
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for name in ("results.json", f"results_{stamp}.json"):  # latest + one per run (a later run cannot erase it)
         (out / name).write_text(json.dumps(result, indent=1, default=float))
     log(f"results: {out / 'results.json'} ({result['total_s'] / 60:.1f} min)")
     print(budget_table(rows))
     print(noc_table(noc, args.targets, mode.noc_rounds))
-    if not args.no_docs and rows:
+    if latency:
+        print(latency_table(latency))
+    if probe:
+        print(probe_table(probe))
+    if not args.no_docs and "live" in args.arms:
+        write_live_docs(result)
+        log(f"docs: {DOC} ({LIVE_SECTION})")
+    if not args.no_docs and rows and "sasformer" in args.arms:
         plot_path = REPO / "docs" / f"interactive_quality_{mode.name}.png"
         plot(rows, plot_path, f"{mode.name} mode, {result['date']}, 1 thread; SASFormer labels = budget")
         write_docs(result, plot_path)

@@ -48,6 +48,7 @@ class EncoderOutput:
 
     ``stages``: four ``(C_i, h_i, w_i)`` float32 CPU tensors over the padded network input;
     ``attention``: ``{stage: (h_q, w_q, h_k, w_k)}`` mean attention of the requested stages (1-based);
+    ``logits``: the decoder's ``(C, h_1, w_1)`` logits of the same forward (on request, else ``None``);
     ``padded_hw``/``valid_hw``: the padded input size and the part of it that is the image (after any
     ``max_side`` downscale); ``image_hw``: the image's own size.
     """
@@ -57,6 +58,7 @@ class EncoderOutput:
     padded_hw: tuple[int, int]
     valid_hw: tuple[int, int]
     image_hw: tuple[int, int]
+    logits: torch.Tensor | None = None
 
 
 class Predictor:
@@ -145,13 +147,15 @@ class Predictor:
 
     # ---- frozen features (opt-in; the live head of model.live) -------------------------------------
     @torch.inference_mode()
-    def encoder_features(self, image: ImageLike, attention_stages: Sequence[int] = ()) -> EncoderOutput:
+    def encoder_features(self, image: ImageLike, attention_stages: Sequence[int] = (),
+                         with_logits: bool = False) -> EncoderOutput:
         """The four MiT stage maps of one forward (no TTA), on CPU, and optionally stage attention.
 
         Maps stay at their native 1/4..1/16 resolution over the padded input (a few MB for 512x512);
         callers sample or project them and bring the result to pixels (``model.live.features``).
         ``attention_stages`` (1-4) also returns those stages' mean attention ``A_l`` as
         ``(h_q, w_q, h_k, w_k)``, from the same forward (the explicit-softmax path, slower than fused).
+        ``with_logits`` also runs the decoder on those features (the model's own opinion, 1/4 resolution).
         """
         rgb = to_rgb_array(image)
         h, w = rgb.shape[:2]
@@ -167,13 +171,14 @@ class Predictor:
                 maps = capture.stage_means()
             else:
                 feats = self.model.encoder(x)
+            logits = self.model.decode_head(feats)[0].float().cpu() if with_logits else None
         att: dict[int, torch.Tensor] = {}
         for s in wanted:
             hq, wq = feats[s - 1].shape[-2:]
             hk, wk = self.model.encoder.key_grid(s - 1, (hq, wq))
             att[s] = maps[s - 1][0].reshape(hq, wq, hk, wk).float().cpu()
         return EncoderOutput(tuple(f[0].float().cpu() for f in feats), att, (int(x.shape[-2]), int(x.shape[-1])),
-                             (int(valid[0]), int(valid[1])), (h, w))
+                             (int(valid[0]), int(valid[1])), (h, w), logits)
 
     # ---- attention -----------------------------------------------------------------------------
     @torch.inference_mode()
