@@ -212,13 +212,13 @@ class EncoderFeatures:
     def sample(self, ys: np.ndarray, xs: np.ndarray, stages: Sequence[int] | None = None) -> np.ndarray:
         """``(N, sum C_i)`` float32 stage features bilinearly sampled at pixels (ys, xs).
 
-        Identical to upsampling every map to the image and indexing it (``align_corners=False`` on the
-        padded grid, as ``Predictor._unpad_resize`` does), without ever building the full-size maps.
+        Identical to upsampling every map (through the 1/4 grid, see ``_to_finest``) to the image and
+        indexing it (``align_corners=False`` on the padded grid), without ever building the full-size maps.
         """
         idx = range(len(self.stages)) if stages is None else stages
         grid = self.grid(ys, xs)
-        cols = [F.grid_sample(self.stages[i][None].float(), grid, mode="bilinear", align_corners=False,
-                              padding_mode="border")[0, :, 0].T for i in idx]
+        cols = [F.grid_sample(self._to_finest(self.stages[i][None].float()), grid, mode="bilinear",
+                              align_corners=False, padding_mode="border")[0, :, 0].T for i in idx]
         return torch.cat(cols, dim=1).numpy() if cols else np.zeros((len(ys), 0), np.float32)
 
     def project_dense(self, weights: Sequence[torch.Tensor], stages: Sequence[int] | None = None) -> torch.Tensor:
@@ -229,16 +229,35 @@ class EncoderFeatures:
         """
         idx = list(range(len(self.stages)) if stages is None else stages)
         h, w = self.image_hw
-        ys, xs = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-        grid = self.grid(ys.ravel(), xs.ravel())
-        total: torch.Tensor | None = None
+        fast = self.valid_hw == self.image_hw
+        grid = None
+        if not fast:
+            ys, xs = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+            grid = self.grid(ys.ravel(), xs.ravel())
+        acc: torch.Tensor | None = None
         for wt, i in zip(weights, idx, strict=True):
-            low = torch.einsum("kc,chw->khw", wt.float(), self.stages[i].float())
-            up = F.grid_sample(low[None], grid, mode="bilinear", align_corners=False, padding_mode="border")
-            up = up[0, :, 0].view(-1, h, w)
-            total = up if total is None else total + up
-        assert total is not None
-        return total
+            low = self._to_finest(torch.einsum("kc,chw->khw", wt.float(), self.stages[i].float())[None])
+            acc = low if acc is None else acc + low
+        assert acc is not None
+        if fast:
+            # same values as grid_sample at the pixel centres (align_corners=False, edges clamped): upsample to
+            # the padded input and crop the image out of it
+            return F.interpolate(acc, size=self.padded_hw, mode="bilinear", align_corners=False)[0, :, :h, :w]
+        assert grid is not None
+        up = F.grid_sample(acc, grid, mode="bilinear", align_corners=False, padding_mode="border")
+        return up[0, :, 0].view(-1, h, w)
+
+    def _to_finest(self, x: torch.Tensor) -> torch.Tensor:
+        """``(1, K, h_i, w_i)`` -> the finest stage grid (stage 1, 1/4 of the padded input).
+
+        Why: upsampling K channels to full resolution is the bulk of a dense prediction; summing every
+        stage's projection on the 1/4 grid first leaves one full-size upsample instead of five. ``sample``
+        goes through the same grid, so fitting rows and dense predictions stay exactly the same function.
+        """
+        fine = tuple(int(v) for v in self.stages[0].shape[-2:])
+        if tuple(x.shape[-2:]) == fine:
+            return x
+        return F.interpolate(x, size=fine, mode="bilinear", align_corners=False)
 
 
 # ---- cache -------------------------------------------------------------------------------------------
