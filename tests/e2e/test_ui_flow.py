@@ -67,7 +67,8 @@ def test_annotate_segment_attention_finetune(server: Server, driver: WebDriver, 
     css(driver, "#new-project button").click()
     type_into(driver, "new-project-name", "e2e demo")
     type_into(driver, "new-project-classes", "background #0000ff\nobject #ff0000")
-    assert "Random weights" in text_of(driver, "seed-select")  # no seed model on this server: said plainly
+    seed = wait(driver, lambda: css(driver, "#seed-select input").get_attribute("value"), 30, "the seed choice")
+    assert "Random weights" in seed and "no seed model" in seed, seed  # no seed model on this server: said plainly
     css(driver, "#create-project button, button#create-project").click()
     wait(driver, lambda: "Created project" in text_of(driver, "status"), 60, "the project to be created")
     project = next(p for p in api.get("/projects").json()["items"] if p["name"] == "e2e demo")
