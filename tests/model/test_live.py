@@ -291,7 +291,8 @@ def test_trust_in_the_models_logits_is_balanced_accuracy_above_chance() -> None:
     labels = torch.tensor([0] * 90 + [1] * 5 + [2] * 5)
     everything_background = torch.zeros(100, 3)
     everything_background[:, 0] = 5.0
-    assert _trust(everything_background, labels) == pytest.approx(0.0, abs=1e-6)  # 90% accurate, but only by the class prior
+    # 90% accurate, but only by the class prior
+    assert _trust(everything_background, labels) == pytest.approx(0.0, abs=1e-6)
     perfect = F.one_hot(labels, 3).float() * 4.0
     assert _trust(perfect, labels) == pytest.approx(1.0)
     head = LiveHead(3, FAST)
