@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import session_scope
 from core.files import StoredFiles
-from core.orm import AnnotationRevision, Image, ModelVersion, Project
+from core.orm import AnnotationRevision, Image, Project
 from core.settings import Settings
 from model.live import FeatureCache, LiveNotReady, LivePrediction, LiveSegmenter
 from model.preprocess import to_rgb_array
@@ -47,7 +47,7 @@ class _Project:
 class LiveResult:
     prediction: LivePrediction
     labelled_images: int
-    version: int  # the model version whose encoder the head was fitted on
+    version: int  # the active model version (its encoder feeds the head unless it is untrained)
     wait_ms: float  # time spent waiting for / running the refit that covers the newest labels
 
 
@@ -83,9 +83,11 @@ class LiveService:
             select(AnnotationRevision, Image).join(Image, Image.id == AnnotationRevision.image_id)
             .join(newest, (AnnotationRevision.image_id == newest.c.image_id)
                   & (AnnotationRevision.revision == newest.c.rev))).all()
+        # a random version's encoder features are noise: the filter bank (and its forest) carries the mask
+        trained = (active.provenance or {}).get("init") != "scratch"
         with entry.lock:
             seg = entry.segmenter
-            seg.set_model(loaded.predictor, str(active.id))
+            seg.set_model(loaded.predictor if trained else None, str(active.id) if trained else None)
             wanted = {image.id: (rev, image) for rev, image in rows if rev.labeled_pixels > 0}
             for image_id in [i for i in entry.revisions if i not in wanted]:
                 seg.remove(str(image_id))
@@ -150,10 +152,7 @@ class LiveService:
         wait_ms = (time.perf_counter() - t0) * 1000
         key = str(image.id) if image is not None else None
         pred = seg.predict(image_key=key, image=to_rgb_array(array))
-        state = seg.state
-        version = int(state.version_key) if state is not None and state.version_key else 0
-        row = session.get(ModelVersion, version) if version else None
-        return LiveResult(pred, len(seg.labelled_images), row.number if row is not None else 0, wait_ms)
+        return LiveResult(pred, len(seg.labelled_images), self.registry.active(session, project).number, wait_ms)
 
 
 __all__ = ["LiveNotReady", "LiveResult", "LiveService"]

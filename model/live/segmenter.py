@@ -65,6 +65,9 @@ class LiveConfig:
     use_encoder: bool = True
     refine_stage: int | None = None
     refine_weight: float = 0.5
+    forest_trees: int = 32
+    forest_depth: int = 14
+    forest_weight: float = 0.0
     sigmas: tuple[float, ...] = LIVE_SIGMAS
     cache_bytes: int = 1536 * 2**20
 
@@ -102,6 +105,7 @@ class FittedState:
     revision: int
     images: int
     fitted_at: float
+    forest: Any | None = None  # extra-trees on the filter bank, blended with the head (see LiveConfig)
 
 
 @dataclass(frozen=True)
@@ -346,11 +350,18 @@ class LiveSegmenter:
             if stages:
                 enc = np.concatenate([r.enc_rows for r in records if r.enc_rows is not None])[idx].astype(np.float32)
             head = copy.copy(self._head)  # fit() replaces attributes; the served head is never touched
-            widths = records[0].enc_widths if stages else ()
-            info = head.fit(fb, enc, cls[idx], widths, feature_key=version if stages else None,
-                            n_raw=self._n_raw if stages else 0)
+            if predictor is None:
+                # no (trained) encoder: the filter bank carries the mask, and on it the forest generalises
+                # from tiny, uneven scribbles where the network does not (docs/PERFORMANCE.md, Live mode)
+                info: dict[str, Any] = {"steps": 0, "fresh": True}
+                forest = self._fit_forest(fb, cls[idx], force=True)
+            else:
+                widths = records[0].enc_widths if stages else ()
+                info = head.fit(fb, enc, cls[idx], widths, feature_key=version if stages else None,
+                                n_raw=self._n_raw if stages else 0)
+                forest = self._fit_forest(fb, cls[idx])
             t2 = time.perf_counter()
-            state = FittedState(head, predictor, version, stages, revision, len(records), time.time())
+            state = FittedState(head, predictor, version, stages, revision, len(records), time.time(), forest)
             with self._lock:
                 self._head = head
                 self._state = state
@@ -359,6 +370,27 @@ class LiveSegmenter:
             return RefitStats(len(records), sum(r.labelled_pixels for r in records), int(len(idx)),
                               tuple(int(c) for c in counts), info["steps"], info["fresh"], revision,
                               state.version_key, t1 - t0, t2 - t1, time.perf_counter() - t0)
+
+    def _fit_forest(self, fb: np.ndarray, cls: np.ndarray, force: bool = False) -> Any | None:
+        """Extremely randomised trees on the filter-bank rows: the ilastik classifier, small enough to fit
+        and predict a 512x512 image in well under a second. Alone when there is no trained encoder (the
+        network over-fits tiny, uneven scribbles where the forest does not); blended with the head at
+        ``forest_weight`` otherwise (0 by default: with a trained encoder the head wins)."""
+        if (not force and self.config.forest_weight <= 0) or self.config.forest_trees <= 0:
+            return None
+        from sklearn.ensemble import ExtraTreesClassifier
+
+        forest = ExtraTreesClassifier(n_estimators=self.config.forest_trees, max_depth=self.config.forest_depth,
+                                      min_samples_leaf=2, n_jobs=1, random_state=self.config.head.seed)
+        forest.fit(fb, cls)
+        return forest
+
+    def _forest_proba(self, forest: Any, fb: np.ndarray) -> np.ndarray:
+        h, w = fb.shape[:2]
+        rows = fb.reshape(h * w, -1).astype(np.float32, copy=False)
+        p = np.zeros((self.num_classes, h * w), np.float32)
+        p[forest.classes_.astype(int)] = forest.predict_proba(rows).T.astype(np.float32)
+        return p.reshape(self.num_classes, h, w)
 
     def _refeaturise(self, rec: _Record, predictor: Any, version: str | None) -> _Record:
         """Encoder rows of a record under ``version`` (recomputed after a promotion, kept in the record)."""
@@ -443,7 +475,13 @@ class LiveSegmenter:
         if state.stages or (self.config.refine_stage and state.predictor is not None):
             assert state.predictor is not None and state.version_key is not None
             enc = self._enc(key, image, state.predictor, state.version_key)
-        probs = state.head.predict_proba(fb, enc, state.stages if state.stages else None)
+        if state.predictor is None and state.forest is not None:
+            probs = self._forest_proba(state.forest, fb)
+        else:
+            probs = state.head.predict_proba(fb, enc, state.stages if state.stages else None)
+            if state.forest is not None:
+                a = self.config.forest_weight
+                probs = (1 - a) * probs + a * self._forest_proba(state.forest, fb)
         refined = False
         if self.config.refine_stage and enc is not None:
             probs = attention_refine(probs, enc, self.config.refine_stage, self.config.refine_weight)
