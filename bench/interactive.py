@@ -73,7 +73,7 @@ from bench.interactive_lib import (  # noqa: E402
     uncertainty_scribble,
     write_section,
 )
-from model import LossConfig, ModelConfig, Predictor, build_sasformer, load_bundle  # noqa: E402
+from model import LossConfig, Predictor, load_bundle  # noqa: E402
 from model.data import DatasetSplit, Sample, load_dataset  # noqa: E402
 from model.data.simulate import SimulationKind, sample_seed, simulate_dataset, simulate_scribbles  # noqa: E402
 from model.live import LiveConfig, LiveHead, LiveSegmenter  # noqa: E402
@@ -262,20 +262,12 @@ def warm_bundle(ds: DatasetSpec, args: argparse.Namespace, mode: Mode) -> tuple[
 
 
 # ---- live arms (issue 15): model.live's head on [filter bank + frozen encoder] ---------------------------
-def random_predictor(ds: DatasetSpec, classes: list[str], args: argparse.Namespace) -> Predictor:
-    """A new project's model: the dataset config's architecture with random weights (seeded)."""
-    cfg = base_config(ds, "scribbles", args)
-    torch.manual_seed(args.seed)
-    model_cfg = ModelConfig.from_dict({**cfg.model.to_dict(), "num_classes": len(classes), "class_names": classes,
-                                       "class_colors": []})
-    return Predictor(build_sasformer(model_cfg), device="cpu")
-
-
 def live_arms(ds: DatasetSpec, classes: list[str], warm: str | None, args: argparse.Namespace
               ) -> list[tuple[str, Predictor | None, str | None, LiveConfig]]:
     """(row name, predictor, version key, config): random init, and the seed with and without ``Y = A P``."""
     arms: list[tuple[str, Predictor | None, str | None, LiveConfig]] = [
-        ("Live (random init)", random_predictor(ds, classes, args), "random", LiveConfig())]
+        # as the service does: a random version's encoder is not used (the filter bank and its forest carry it)
+        ("Live (random init)", None, None, LiveConfig())]
     if warm is not None:
         seed_pred = Predictor(load_bundle(warm)[0], device="cpu")
         arms.append(("Live (seed)", seed_pred, "seed", LiveConfig()))
@@ -326,8 +318,7 @@ def live_latency(ds: DatasetSpec, val: DatasetSplit, warm: str | None,
     imgs = [_resize(s.image, size, False) for s in picks]
     dense = [_resize(s.dense, size, True) for s in picks]  # type: ignore[arg-type]
     sparse = [simulate_scribbles(d, seed=args.seed + i) for i, d in enumerate(dense)]
-    arms: list[tuple[str, Predictor | None, str | None]] = [("Live (random init)", random_predictor(ds, classes, args),
-                                                             "random")]
+    arms: list[tuple[str, Predictor | None, str | None]] = [("Live (random init)", None, None)]
     if warm is not None:
         arms.append(("Live (seed)", Predictor(load_bundle(warm)[0], device="cpu"), "seed"))
     rows = []
@@ -572,7 +563,7 @@ def noc_loop(ds: DatasetSpec, sample: Sample, val: DatasetSplit, row: str, warm:
     feats = rf_features(sample.image, ds.gray, RFSettings(seed=args.seed)) if row == "RF" else None
     seg: LiveSegmenter | None = None
     if row.startswith("Live"):
-        pred_model = random_predictor(ds, classes, args) if "random" in row else Predictor(
+        pred_model = None if "random" in row else Predictor(
             load_bundle(warm)[0], device="cpu") if warm is not None else None
         seg = LiveSegmenter(len(classes), pred_model, row, LiveConfig())
     curve: list[dict[str, Any]] = []
@@ -779,12 +770,17 @@ and image) over the ilastik filter bank (73 features gray / 103 RGB: ilastik's s
 for context) plus the active model's frozen MiT stage features (all four stages, PCA to 32 inside the head) and
 its decoder logits, as a residual `a * logits + b + MLP(x)` whose `a` starts at the model's better-than-chance
 accuracy on the scribbles (logits left out below 0.25: a random model's), with the attention propagation
-`Y = A P` (paper Eq. 4) as an optional refinement. Rows below are library-level (`LiveSegmenter.set_labels` /
-`refit` / `predict`), one thread (`OMP_NUM_THREADS=1`), on the same images and simulated labels as the forest
-rows: *Live (random init)* = a new project (random MiT-B0), *Live (seed)* = the seed model named below,
-*+ Y=AP* = the seed with the refinement (stage 2, weight 0.5), *SASFormer warm 0 s* = the seed model's own
-masks. Wall s = featurising the labelled images + refit + predicting the scored ones; fit s = the MLP's
-training alone. The browser-measured save -> mask latency comes with the UI wiring.
+`Y = A P` (paper Eq. 4) as an optional refinement. While the project's active version is untrained (a new
+project's random version 1) its encoder is not used: the filter bank carries the mask, classified by
+extremely randomised trees (32 trees, depth 14; the MLP over-fitted tiny, uneven scribbles there and lost to
+the forest in project sessions), so a new project is never worse than the ilastik forest; the MLP with the
+encoder takes over once a version is trained (a seed model, or a promoted fine-tune). Rows below are
+library-level (`LiveSegmenter.set_labels` / `refit` / `predict`), one thread (`OMP_NUM_THREADS=1`), on the same
+images and simulated labels as the forest rows: *Live (random init)* = a new project (no trained encoder:
+the service passes none), *Live (seed)* = the seed model named below, *+ Y=AP* = the seed with the refinement
+(stage 2, weight 0.5), *SASFormer warm 0 s* = the seed model's own masks. Wall s = featurising the labelled
+images + refit + predicting the scored ones; fit s = the head's training alone. The browser-measured save ->
+mask latency is in "Live mode: save -> mask in the browser" (`bench/live_latency.py`).
 """
 
 
