@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.interactive_lib import write_section  # noqa: E402
+from bench.ui_latency import pct  # noqa: E402
 from tests.e2e.conftest import Server, make_driver  # noqa: E402
 from tests.e2e.pages import (  # noqa: E402
     choose_brush,
@@ -94,11 +95,6 @@ def strokes(size: int, disc: tuple[int, int, int]) -> dict:
     ring = [[m, m], [size - m, m], [size - m, size - m], [m, size - m], [m, m]]
     return {"strokes": [{"class_id": 1, "width": 5, "points": [[cx - r // 2, cy], [cx + r // 2, cy]]},
                         {"class_id": 0, "width": 5, "points": ring}]}
-
-
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
 
 
 def main() -> None:
