@@ -100,7 +100,8 @@ def test_annotate_segment_attention_finetune(server: Server, driver: WebDriver, 
     assert len(xs) > 50 and xs.min() >= BOX[0] and xs.max() < BOX[2] and ys.min() >= BOX[1] and ys.max() < BOX[3]
     ys, xs = np.nonzero(label == 0)
     assert len(xs) > 50 and xs.max() < BOX[0], "the background stroke lies left of the object"
-    assert "labeled" in text_of(driver, "image-gallery") and "✓" in text_of(driver, "image-gallery")
+    wait(driver, lambda: "✓" in text_of(driver, "image-gallery"), 60, "the gallery to mark the image labelled")
+    assert "labeled" in text_of(driver, "image-gallery")
 
     # --- the save refreshed the mask beside the editor by itself, from the live head --------------------
     wait(driver, lambda: "Live mask" in text_of(driver, "live-info"), 120, "the live mask after the save")

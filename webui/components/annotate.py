@@ -204,16 +204,25 @@ def build(ui: Shared) -> None:
         label = paint_points(editor_label(value, (img["height"], img["width"]), colors), pts)
         with ui.client(request) as c:
             saved = c.save_label_png(img["id"], encode_label_png(label), img.get("etag"))
-            choices, gal = image_choices(c, project["id"])
         img = {**img, "label": label, "etag": saved["etag"], "revision": saved["revision"]}
         counts = ", ".join(f"{k}: {v}" for k, v in saved["class_counts"].items() if v) or "nothing labelled"
         msg = f"Saved revision {saved['revision']} ({saved['labeled_pixels']:,} labelled pixels — {counts})."
         return (img, editor_value(img["rgb"], label, colors), points_view(img, project, []), [], revision_md(img),
-                msg, gr.update(choices=choices, value=img["id"]), gal)
+                msg)
+
+    @ui_errors
+    def refresh_images(img: dict[str, Any] | None, project: dict[str, Any] | None,
+                       request: gr.Request) -> tuple[Any, Any]:
+        """The image list and gallery after a save (labelled marks), as its own event: it fetches every
+        thumbnail, and the refreshed mask (another listener of the save) need not wait for it."""
+        img, project = need_image(img), need_project(project)
+        with ui.client(request) as c:
+            choices, gal = image_choices(c, project["id"])
+        return gr.update(choices=choices, value=img["id"]), gal
 
     ui.extra["save_event"] = save_btn.click(
-        save, [editor, ui.image, ui.project, points],
-        [ui.image, editor, points_img, points, info, save_info, ui.image_dd, gallery])
+        save, [editor, ui.image, ui.project, points], [ui.image, editor, points_img, points, info, save_info])
+    ui.extra["save_event"].success(refresh_images, [ui.image, ui.project], [ui.image_dd, gallery])
 
 
 def on_project(project: dict[str, Any]) -> tuple[Any, Any, str]:
