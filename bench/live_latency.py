@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.interactive_lib import write_section  # noqa: E402
 from bench.ui_latency import pct  # noqa: E402
-from tests.e2e.conftest import Server, make_driver  # noqa: E402
+from tests.e2e.conftest import make_driver  # noqa: E402
 from tests.e2e.pages import (  # noqa: E402
     choose_brush,
     css,
@@ -47,6 +47,7 @@ from tests.e2e.pages import (  # noqa: E402
     wait,
     wait_idle,
 )
+from tests.served import Server  # noqa: E402
 
 SAVE_AND_TIME = """
 const expected = arguments[0];

@@ -31,8 +31,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.e2e.conftest import Server, make_driver  # noqa: E402
+from tests.e2e.conftest import make_driver  # noqa: E402
 from tests.e2e.pages import open_tab, open_ui, pick_option, text_of, wait, wait_idle  # noqa: E402
+from tests.served import Server  # noqa: E402
 
 CLICK_AND_TIME = """
 const cached = arguments[0];

@@ -10,21 +10,20 @@ narrower question (no 5xx) of every operation.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 from httpx_sse import ServerSentEvent, connect_sse
+
+from tests.served import Server
 
 from .conftest import png_bytes, random_image
 
@@ -32,54 +31,19 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Served:
-    base: str
-    proc: subprocess.Popen[bytes]
-
-
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    home = tmp_path_factory.mktemp("st-home")
-    port = _free_port()
-    env = {**os.environ, "SASFORMER_HOME": str(home), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
-           "SASFORMER_UI_ENABLED": "false", "SASFORMER_LOG_LEVEL": "WARNING",
-           # small limits: generated uploads stay small, and the limits themselves get exercised
-           "SASFORMER_MAX_UPLOAD_BYTES": str(256 * 1024), "SASFORMER_MAX_IMAGE_PIXELS": str(512 * 512)}
-    for name in ("SASFORMER_ADMIN_TOKENS", "SASFORMER_READ_TOKENS", "DATABASE_URL", "REDIS_URL"):
-        env.pop(name, None)
-    log = (home / "server.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "backend", "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT,
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(tmp_path_factory.mktemp("st-home"), env={
+        "SASFORMER_UI_ENABLED": "false",
+        # small limits: generated uploads stay small, and the limits themselves get exercised
+        "SASFORMER_MAX_UPLOAD_BYTES": str(256 * 1024), "SASFORMER_MAX_IMAGE_PIXELS": str(512 * 512)})
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, (home / "server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the API did not start within 90 s"
-            time.sleep(0.5)
-        with httpx.Client(base_url=base, timeout=60) as c:
+        srv.wait_ready()
+        with httpx.Client(base_url=srv.url, timeout=60) as c:
             assert _queued_job(c, "seed") == 1  # ids 1 exist
-        yield Served(base, proc)
+        yield srv
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
+        srv.stop()
 
 
 def _queued_job(c: httpx.Client, name: str) -> int:
@@ -97,10 +61,10 @@ def _queued_job(c: httpx.Client, name: str) -> int:
     return int(r.json()["id"])
 
 
-def test_schemathesis_cli_all_checks(served: Served, tmp_path: Path) -> None:
+def test_schemathesis_cli_all_checks(served: Server, tmp_path: Path) -> None:
     junit = tmp_path / "junit.xml"
     cmd = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG), "run",
-           f"{served.base}/openapi.json",
+           f"{served.url}/openapi.json",
            "--checks", "all", "--phases", "examples,coverage,fuzzing,stateful",
            "--max-examples", "5", "--generation-deterministic",
            "--request-timeout", "10", "--workers", "1", "--no-color", "--output-truncate", "true",
@@ -118,10 +82,10 @@ def test_schemathesis_cli_all_checks(served: Served, tmp_path: Path) -> None:
     assert junit.is_file()
 
 
-def test_event_stream_ends_cleanly_when_the_server_stops(served: Served) -> None:
+def test_event_stream_ends_cleanly_when_the_server_stops(served: Server) -> None:
     """Last in the module: stopping the server (SIGTERM, as on a deploy) ends an open job stream with an
     ``error`` event (code ``unavailable``) and a complete body, rather than cutting it mid-chunk."""
-    with httpx.Client(base_url=served.base, timeout=60) as c:
+    with httpx.Client(base_url=served.url, timeout=60) as c:
         job_id = _queued_job(c, "shutdown")
         received: list[ServerSentEvent] = []
         failures: list[BaseException] = []
