@@ -406,7 +406,7 @@ class LiveSegmenter:
         return new
 
     def refit_in_background(self) -> None:
-        """Start a refit on a daemon thread, or make the running one refit again when it ends.
+        """Start a refit on a worker thread, or make the running one refit again when it ends.
 
         Saves arriving during a refit coalesce into one more refit, so a burst of saves costs at most two
         fits. Errors are kept in ``last_error`` (the served head stays). Use ``wait_fitted`` to block
@@ -417,7 +417,9 @@ class LiveSegmenter:
                 self._bg_again = True
                 return
             self._bg_again = False
-            self._bg_thread = threading.Thread(target=self._bg_loop, name="live-refit", daemon=True)
+            # not a daemon: the interpreter joins it at exit instead of killing it inside torch (which aborts
+            # the process with "terminate called without an active exception")
+            self._bg_thread = threading.Thread(target=self._bg_loop, name="live-refit")
             self._bg_thread.start()
 
     def _bg_loop(self) -> None:
@@ -425,8 +427,8 @@ class LiveSegmenter:
             try:
                 self.refit()
                 self.last_error = None
-            except LiveNotReady:
-                pass
+            except LiveNotReady:  # every label was removed meanwhile: no head to serve, not an error
+                self.last_error = None
             except Exception as exc:  # noqa: BLE001 - kept for the caller; the served head stays valid
                 self.last_error = exc
             with self._lock:
