@@ -79,6 +79,28 @@ def make_engine(settings: Settings) -> Engine:
     return engine
 
 
+@contextmanager
+def _sqlite_migration_lock(engine: Engine) -> Iterator[None]:
+    """SQLite: one process migrates at a time (an exclusive lock on a file beside the database).
+
+    Why: ``serve.sh`` starts the API and the embedded worker together on a fresh data directory, and both
+    migrate; Python's sqlite3 runs each ``CREATE TABLE`` outside a transaction, so without a lock the
+    second process fails with "table projects already exists". The second waits, then finds the head.
+    """
+    path = engine.url.database
+    if engine.dialect.name != "sqlite" or not path or path == ":memory:":
+        yield
+        return
+    import fcntl
+
+    with open(f"{path}.migrate-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def migrate(engine: Engine) -> None:
     """Upgrade the database to the newest Alembic revision (idempotent)."""
     from alembic import command
@@ -86,7 +108,7 @@ def migrate(engine: Engine) -> None:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
+    with _sqlite_migration_lock(engine), engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             # API and workers may start together on an empty database: one migrates, the others wait
             # for its transaction (the lock is released at commit) and then find nothing to do.

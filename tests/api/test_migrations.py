@@ -71,3 +71,31 @@ def test_concurrent_migrations_on_postgresql(tmp_path) -> None:  # noqa: ANN001
             conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         for e in engines:
             e.dispose()
+
+
+def test_sqlite_migrations_take_turns(tmp_path) -> None:  # noqa: ANN001
+    """``serve.sh`` starts the API and the embedded worker together on a fresh data directory, and sqlite3
+    runs DDL outside transactions, so two migrating processes collided ("table projects already exists",
+    seen in a fresh-clone serve). Migrations now take an exclusive lock on a file beside the database: while
+    another process holds it, a migrating process waits and writes nothing; once it is free, it migrates."""
+    import fcntl
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from sqlalchemy import create_engine
+
+    code = ("import sys; from core.db import make_engine, migrate; from core.settings import Settings; "
+            "migrate(make_engine(Settings(home=sys.argv[1], _env_file=None)))")
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SASFORMER_DATABASE_URL")}
+    db = tmp_path / "db.sqlite"
+    with open(f"{db}.migrate-lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another process is migrating
+        proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], env=env, stderr=subprocess.PIPE)
+        time.sleep(8)  # time to import and reach the lock
+        assert proc.poll() is None, proc.communicate()[1].decode()[-500:]
+        assert "projects" not in inspect(create_engine(f"sqlite:///{db}")).get_table_names()
+        fcntl.flock(held, fcntl.LOCK_UN)
+    assert proc.wait(timeout=120) == 0, proc.communicate()[1].decode()[-500:]
+    assert "jobs" in inspect(create_engine(f"sqlite:///{db}")).get_table_names()
