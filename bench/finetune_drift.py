@@ -1,14 +1,15 @@
 """Does a fine-tune job drift? Held-out Dice of a project's *unlabelled* images after job-recipe fine-tunes of
-10 s and 120 s from a trained seed, for the recipe jobs use now (``encoder="auto"``: a trained encoder is
-frozen below 5 labelled images; held-out labelled pixels pick the best step) and for the same recipe with the
-encoder trained (what jobs did before), side by side in one run.
+10 s and 120 s from a trained seed, side by side in one run: the recipe jobs use now (``encoder="auto"``: a
+trained encoder is frozen below 5 labelled images; KL to the seed on unlabelled pixels, ``keep_base``;
+held-out labelled pixels pick the best step), the same without the keep-base term, and with the encoder
+trained and no keep-base term (what jobs did before).
 
 The project session of ``bench/interactive.py`` (MSCMR val, K labelled images with simulated scribbles, M other
 images scored on their dense masks): the drift the issue reports (a trained base fine-tuned longer got worse on
 the unlabelled images) is what the "120 s / 10 s" column shows; >= 1.00 means no drift.
 
     .venv/bin/python bench/finetune_drift.py \
-        --seed-bundle runs/bench_interactive/warm/mscmr_self_1200s_allimg_seed0/last
+        --seed-bundle runs/mscmrcv_pce_f1_s0/last   # any trained MSCMR bundle (here: a CV run's)
 """
 
 from __future__ import annotations
@@ -66,7 +67,9 @@ def main() -> None:
           f"{len(held)} unlabelled scored on dense masks; seed {args.seed_bundle}: mean Dice {base:.3f} "
           f"({time.strftime('%Y-%m-%d')})")
     rows = []
-    for name, encoder in (("job recipe (encoder auto)", "auto"), ("encoder trained", "train")):
+    arms = (("job recipe (encoder auto, keep base)", "auto", True), ("encoder auto, no keep-base term", "auto", False),
+            ("encoder trained, no keep-base term", "train", False))
+    for name, encoder, keep_base in arms:
         scores = {}
         for budget in budgets:
             with tempfile.TemporaryDirectory() as out:
@@ -74,11 +77,12 @@ def main() -> None:
                     meta.config, steps=300, batch_size=4, crop_size=256, seed=args.seed, from_random=False,
                     init_bundle=args.seed_bundle, time_budget_s=budget, out_dir=out, device="cpu",
                     labelled_images=len(labelled), encoder=encoder,  # type: ignore[arg-type]
-                    base_used_affinity=True)
+                    base_used_affinity=True, keep_base=keep_base)
                 res = train(cfg, train_split, check if len(check) else None, progress_bar=False)
                 scores[budget] = heldout_dice(str(res.bundle), held, classes)
                 print(f"  {name}, {budget:.0f} s: {res.steps_done} steps, best step {res.best_step}, "
-                      f"frozen encoder {cfg.freeze_encoder}: Dice {scores[budget]:.3f}", flush=True)
+                      f"frozen encoder {cfg.freeze_encoder}, keep-base weight {cfg.keep_base_weight}: "
+                      f"Dice {scores[budget]:.3f}", flush=True)
         rows.append((name, scores))
     head = " | ".join(f"{b:.0f} s" for b in budgets)
     print(f"\n| recipe | 0 s (seed) | {head} | {budgets[-1]:.0f} s / {budgets[0]:.0f} s |")

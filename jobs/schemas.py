@@ -67,7 +67,8 @@ class JobProgress(BaseModel):
     step: int | None = None
     total: int | None = None
     loss: dict[str, float] = Field(default_factory=dict,
-                                   description="loss terms: 'loss' (total), 'pce' (partial CE), 'aff' (affinity)")
+                                   description="loss terms: 'loss' (total), 'pce' (partial CE), 'aff' (affinity), "
+                                               "'keep' (KL to the trained base on unlabeled pixels, if one)")
     lr: float | None = None
     throughput: float | None = Field(default=None, description="images per second")
     eta_s: float | None = Field(default=None, description="estimated seconds left")

@@ -273,6 +273,9 @@ class TrainConfig:
     momentum: float = 0.9
     head_lr_mult: float = 10.0
     freeze_encoder: bool = False  # train the decode head only (few labels on a trained encoder: no drift)
+    # weight of KL(starting model || model) on unlabeled pixels (model.losses.keep_close_loss); 0 = off.
+    # Fine-tunes from a trained base use it so that unlabeled images keep the base's masks (no drift)
+    keep_base_weight: float = 0.0
     warmup_steps: int = 100
     lr_power: float = 1.0  # poly decay exponent (1.0 = linear, the paper's code uses 0.9)
     grad_clip: float | None = 1.0
@@ -314,6 +317,10 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+        if self.keep_base_weight < 0:
+            raise ValueError(f"keep_base_weight must be >= 0, got {self.keep_base_weight}")
+        if self.keep_base_weight > 0 and not self.init_bundle:
+            raise ValueError("keep_base_weight keeps a fine-tune close to a trained model: set init_bundle")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -330,6 +337,7 @@ class TrainConfig:
     LR_SCRATCH: ClassVar[float] = 6e-4  # AdamW base LR from random weights (SegFormer's recipe)
     LR_FINETUNE: ClassVar[float] = 6e-5  # from a trained or pretrained model: 10x lower, keeps what it knows
     FREEZE_BELOW_IMAGES: ClassVar[int] = 5  # encoder="auto" freezes a trained encoder below this many images
+    KEEP_BASE_WEIGHT: ClassVar[float] = 1.0  # KL to the trained base on unlabeled pixels (see keep_base_weight)
 
     @classmethod
     def for_interactive(cls, model: ModelConfig, *, steps: int, batch_size: int, crop_size: int, seed: int,
@@ -339,7 +347,7 @@ class TrainConfig:
                         checkpoint_every: int = 50, out_dir: str = "runs/interactive",
                         device: str | None = None, labelled_images: int | None = None,
                         base_used_affinity: bool = True,
-                        encoder: Literal["auto", "train", "freeze"] = "auto") -> TrainConfig:
+                        encoder: Literal["auto", "train", "freeze"] = "auto", keep_base: bool = True) -> TrainConfig:
         """The recipe of a fine-tune job on a project's few labelled images (minutes on a CPU).
 
         Why these values: warm-up is a tenth of the run (at most 100 steps) so short jobs still reach
@@ -353,7 +361,10 @@ class TrainConfig:
         ``FREEZE_BELOW_IMAGES`` images are labelled (a handful of images cannot teach an encoder much,
         but can pull it away from what it learnt); and the affinity weight is ramped in over the
         first quarter of the run when the base was trained without it (its attention has not been
-        shaped by L_aff yet, and a full-weight term on untrained predictions is noise).
+        shaped by L_aff yet, and a full-weight term on untrained predictions is noise). From a trained
+        bundle, ``keep_base`` adds KL to that bundle's predictions on every unlabeled pixel
+        (``KEEP_BASE_WEIGHT``): the labels correct the scribbled pixels, and the images nobody labelled
+        keep the base's masks instead of drifting towards the few labelled ones.
         """
         loss = LossConfig.for_annotation(annotation, **({"alpha": alpha} if alpha is not None else {}))
         if not base_used_affinity:
@@ -368,4 +379,5 @@ class TrainConfig:
             seed=seed, val_every=max(1, min(150, steps // 4)), log_every=1, ckpt_every=min(checkpoint_every, steps),
             time_budget_s=time_budget_s, out_dir=out_dir, device=device, num_workers=0, val_metric="miou",
             freeze_encoder=freeze,
+            keep_base_weight=cls.KEEP_BASE_WEIGHT if keep_base and not from_random and init_bundle else 0.0,
         )

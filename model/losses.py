@@ -56,6 +56,23 @@ def unlabeled_cells(target: torch.Tensor, grid: tuple[int, int], ignore_index: i
     return (pooled.flatten(1) == 0)
 
 
+def keep_close_loss(logits: torch.Tensor, base_logits: torch.Tensor, target: torch.Tensor,
+                    ignore_index: int = 255) -> torch.Tensor:
+    """KL(base || model) over the classes, averaged over the cells with no labeled pixel.
+
+    Why: a fine-tune on a handful of labeled images otherwise pulls every unlabeled image towards them
+    (learning without forgetting, Li & Hoiem 2017): the labels teach the scribbled pixels, and everywhere
+    else the model is asked to keep predicting what the starting model did. 0 (still attached) when every
+    cell holds a label.
+    """
+    keep = unlabeled_cells(target, (logits.shape[-2], logits.shape[-1]), ignore_index)  # (B, h*w)
+    if not bool(keep.any()):
+        return logits.sum() * 0.0
+    log_p = F.log_softmax(logits.float(), dim=1).flatten(2).transpose(1, 2)[keep]  # (N, C)
+    log_q = F.log_softmax(base_logits.float(), dim=1).flatten(2).transpose(1, 2)[keep]
+    return (log_q.exp() * (log_q - log_p)).sum(-1).mean()
+
+
 def _to_grid(logits: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """Resize logits bilinearly to a grid and lay them out as ``(B, h*w, C)`` rows."""
     if logits.shape[-2:] != grid:

@@ -10,6 +10,7 @@ saved checkpoint and bundle. AMP and cudnn benchmark on CUDA; DDP when launched 
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -33,7 +34,7 @@ from .data import DatasetSplit, SparseSegDataset, TrainTransform, load_dataset, 
 from .data.folds import read_folds, split_fold
 from .data.mix import cutmix_batch
 from .evaluate import EvalReport, evaluate
-from .losses import needs_attention, sasformer_loss
+from .losses import keep_close_loss, needs_attention, sasformer_loss
 from .predictor import Predictor
 from .pretrained import load_pretrained
 from .sasformer import SASFormer, build_sasformer
@@ -273,6 +274,7 @@ class _RunState:
     scaler: torch.amp.GradScaler
     use_amp: bool
     amp_dtype: torch.dtype
+    base: SASFormer | None = None  # frozen copy of the starting model (keep_base_weight); rebuilt, not saved
     step: int = 0
     best_metric: float | None = None
     best_step: int | None = None
@@ -295,7 +297,10 @@ def _build_model_and_optimizer(cfg: TrainConfig, train_data: DatasetSplit, place
     use_amp = cfg.amp and place.device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    return _RunState(model, mcfg, optimizer, scheduler, scaler, use_amp, amp_dtype)
+    base = None
+    if cfg.keep_base_weight > 0:  # built from init_bundle before any restore: the same base on a resume
+        base = copy.deepcopy(model).eval().requires_grad_(False)
+    return _RunState(model, mcfg, optimizer, scheduler, scaler, use_amp, amp_dtype, base)
 
 
 def _restore(state: _RunState, ckpt_path: Path, device: torch.device) -> None:
@@ -353,8 +358,15 @@ def _train_step(state: _RunState, net: torch.nn.Module, batches: Iterator[tuple[
             else:
                 logits, maps = net(x), None
         out_loss = sasformer_loss(logits.float(), maps, y, cfg.loss, state.step)
-        state.scaler.scale(out_loss.loss / cfg.grad_accum).backward()
-        for k, v in out_loss.scalars().items():
+        total, scalars = out_loss.loss, out_loss.scalars()
+        if state.base is not None:
+            with torch.no_grad(), autocast:
+                base_logits = state.base(x)
+            keep = keep_close_loss(logits, base_logits, y, cfg.loss.ignore_index)
+            total = total + cfg.keep_base_weight * keep
+            scalars.update(keep=float(keep.detach()), loss=float(total.detach()))
+        state.scaler.scale(total / cfg.grad_accum).backward()
+        for k, v in scalars.items():
             terms[k] = terms.get(k, 0.0) + v / cfg.grad_accum
     if cfg.grad_clip:
         state.scaler.unscale_(state.optimizer)

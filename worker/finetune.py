@@ -134,7 +134,7 @@ class Reporter:
             self.first_progress_at = time.time()
         progress = JobProgress(
             step=event.get("step"), total=event.get("total"),
-            loss={k: float(event[k]) for k in ("loss", "pce", "aff") if _finite(event.get(k)) is not None},
+            loss={k: float(event[k]) for k in ("loss", "pce", "aff", "keep") if _finite(event.get(k)) is not None},
             lr=_finite(event.get("lr")), throughput=_finite(event.get("images_per_s")),
             eta_s=_finite(event.get("eta_s")), metric=dict(self.metric),
             message="validated on held-out labels" if kind == "val" else None,
