@@ -57,16 +57,19 @@ const overlayImg = () => {
   return b ? b.querySelector('img') : null;
 };
 const infoText = () => { const i = document.getElementById('live-info'); return i ? i.innerText : ''; };
-const before = (overlayImg() || {}).src || '';
 const t0 = performance.now();
 document.querySelector('button#save-btn').click();
 function check() {
   const img = overlayImg();
-  const shown = img && img.src && img.src !== before && img.complete && img.naturalWidth > 0;
+  // the info line names one more image than before the click only once the new mask's event is in; its
+  // image may be pixel-identical to the one shown (same cached file), so the src need not change
+  const shown = img && img.src && img.complete && img.naturalWidth > 0;
   const text = infoText();
+  const saved = (document.getElementById('save-info') || {}).innerText || '';
+  if (saved.includes('Saved revision') && saved.includes('(0 labelled pixels')) { done(-2); return; }
   if (shown && text.includes('Live mask') && text.includes('labels of ' + expected + ' images')) {
     requestAnimationFrame(() => done(performance.now() - t0));
-  } else if (performance.now() - t0 > 120000) { done(-1); } else { setTimeout(check, 5); }
+  } else if (performance.now() - t0 > 60000) { done(-1); } else { setTimeout(check, 5); }
 }
 check();
 """
@@ -129,22 +132,40 @@ def main() -> None:
         driver.set_script_timeout(180)
         open_ui(driver, srv.url)
         pick_option(driver, "project-select", "live")
-        times = []
+        times: list[float] = []
+        editor_retries = 0
         for k in range(args.saves + 1):
             i = args.labelled + k
             open_tab(driver, "Annotate")
             pick_option(driver, "image-select", names[i])
             wait(driver, lambda n=names[i]: n in text_of(driver, "image-info"), 120, f"{names[i]} to open")
             wait(driver, lambda: css(driver, "#editor .zoom-number span").text.endswith("%"), 30, "the canvas")
-            wait_idle(driver)
-            cy, cx, r = discs[i]
-            choose_brush(driver, 1)
-            draw(driver, (args.size, args.size), [(cx - r / 2, cy), (cx, cy + 2), (cx + r / 2, cy)])
-            choose_brush(driver, 0)
-            draw(driver, (args.size, args.size), [(12, 12), (args.size / 2, 14), (args.size - 12, 12)])
-            ms = driver.execute_async_script(SAVE_AND_TIME, args.labelled + k + 1)
+            # the live mask of the opened image (asked for on open, in the background) is in: the timed save
+            # must not race it
+            wait(driver, lambda n=args.labelled + k: f"labels of {n} images" in text_of(driver, "live-info"), 120,
+                 "the opened image's live mask")
+            for attempt in range(4):
+                # Gradio's ImageEditor in headless, software-WebGL chromium at times never finishes loading a
+                # newly opened image (blank canvas, strokes lost): reload it, as an annotator would, and count it
+                if attempt:
+                    editor_retries += 1
+                    css(driver, "button#reload-btn").click()
+                try:
+                    wait_idle(driver, timeout=20)
+                except AssertionError:
+                    continue
+                cy, cx, r = discs[i]
+                choose_brush(driver, 1)
+                draw(driver, (args.size, args.size), [(cx - r / 2, cy), (cx, cy + 2), (cx + r / 2, cy)])
+                choose_brush(driver, 0)
+                draw(driver, (args.size, args.size), [(12, 12), (args.size / 2, 14), (args.size - 12, 12)])
+                ms = driver.execute_async_script(SAVE_AND_TIME, args.labelled + k + 1)
+                if ms != -2:  # -2: the strokes did not reach the editor's value (the save held no label)
+                    break
             if ms < 0:
-                raise RuntimeError(f"no refreshed live mask after saving {names[i]}: {text_of(driver, 'seg-info')!r}")
+                raise RuntimeError(f"no refreshed live mask within 60 s of saving {names[i]}: live info "
+                                   f"{text_of(driver, 'live-info')!r}, save info {text_of(driver, 'save-info')!r}, "
+                                   f"status {text_of(driver, 'status')!r}")
             wait_idle(driver)
             if k > 0:
                 times.append(ms)
@@ -153,8 +174,9 @@ def main() -> None:
                  f"{args.labelled}+ labelled images, MiT-b0, headless chromium, {len(times)} saves "
                  f"({time.strftime('%Y-%m-%d')})")
         table = "\n".join([
-            "| case | p50 ms | p95 ms | max ms |", "|---|---|---|---|",
-            f"| click Save -> live mask shown | {pct(times, .5):.0f} | {pct(times, .95):.0f} | {max(times):.0f} |"])
+            "| case | p50 ms | p95 ms | max ms | editor reloads needed |", "|---|---|---|---|---|",
+            f"| click Save -> live mask shown | {pct(times, .5):.0f} | {pct(times, .95):.0f} | {max(times):.0f} "
+            f"| {editor_retries} |"])
         print(title)
         print(table)
         if args.write:

@@ -116,18 +116,19 @@ def build_ui(settings: Settings | None = None) -> gr.Blocks:
         def open_project(pid: int | None, request: gr.Request) -> tuple[Any, ...]:
             if not pid:
                 return (None, gr.update(choices=[], value=None), [], gr.update(), gr.update(), "", gr.update(),
-                        gr.update(), gr.update(), gr.update())
+                        gr.update(), gr.update(), gr.update(), None)
             with ui.client(request) as c:
                 p = c.project(int(pid))
                 choices, gal = annotate.image_choices(c, p["id"])
                 models = learn.versions_table(c.models(p["id"]))
             editor, radio, legend = annotate.on_project(p)
             first = choices[0][1] if choices else None
+            # ui.image is cleared: the editor was just emptied, so the first image must load even if it was open
             return (p, gr.update(choices=choices, value=first), gal, editor, radio, legend,
-                    explore.on_project(p), models, None, None)
+                    explore.on_project(p), models, None, None, None)
 
         project_outputs = [ui.project, image_dd, x["gallery"], x["editor"], x["point_class"], x["legend"],
-                           x["visible"], x["versions"], x["seg"], x["overlay"]]
+                           x["visible"], x["versions"], x["seg"], x["overlay"], ui.image]
         project_dd.change(open_project, [project_dd], project_outputs).then(
             x["refresh_models"], [ui.project], [x["versions"], x["base"], x["promote_v"]])
         refresh.click(list_projects, None, [project_dd, x["budget"]]).then(
@@ -137,17 +138,34 @@ def build_ui(settings: Settings | None = None) -> gr.Blocks:
 
         def auto_segment(enabled: bool, img: Any, project: Any, use_live: bool, tta: bool, alpha: float, shown: Any,
                          request: gr.Request) -> Any:
-            """Re-segment after a save when the annotator asked for it (checkbox on the Annotate tab): with live
-            mode on (the default) this is the mask of the head refitted on the labels just saved, shown beside
-            the editor and on the Segment tab."""
+            """Re-segment after a save or on opening an image when the annotator asked for it (checkbox on the
+            Annotate tab): with live mode on (the default) this is the mask of the head refitted on the labels
+            saved so far, shown beside the editor and on the Segment tab."""
             if not enabled:
                 return (gr.skip(),) * 6
+            if not img:  # no image open (project switched, or none uploaded yet): nothing to show
+                return None, None, "", "", None, "Save labels to see the dense mask here."
             s, rgb, legend, info = x["segment_fn"](img, project, use_live, tta, alpha, shown, request)
             return s, rgb, legend, info, rgb, info
 
         seg_inputs, seg_outputs = x["seg_io"]
-        x["save_event"].success(auto_segment, [x["auto_seg"], *seg_inputs],
-                                [*seg_outputs, x["live_view"], x["live_info"]])
+        auto_io = ([x["auto_seg"], *seg_inputs], [*seg_outputs, x["live_view"], x["live_info"]])
+        save_inputs, save_outputs = x["save_io"]
+
+        def save_and_segment(value: Any, img: Any, project: Any, pts: Any, enabled: bool, _img: Any, _project: Any,
+                             use_live: bool, tta: bool, alpha: float, shown: Any, request: gr.Request) -> Any:
+            """Save, show the save's result at once, then the refreshed mask, in one event: chaining the mask
+            as a second event costs a browser round trip before it is even asked for."""
+            saved = x["save_fn"](value, img, project, pts, request)
+            yield (*saved, *(gr.skip(),) * 6)
+            yield (*(gr.skip(),) * len(saved), *auto_segment(enabled, saved[0], project, use_live, tta, alpha, shown,
+                                                             request))
+
+        x["save_btn"].click(save_and_segment, [*save_inputs, *auto_io[0]], [*save_outputs, *auto_io[1]]).then(
+            x["after_save_fn"], [ui.project], [image_dd, x["gallery"]], show_progress="hidden")
+        # Opening an image shows its current live mask at once (where to correct, as in ilastik's live view),
+        # and the server computes the image's features now, while the annotator draws, not after the save.
+        x["open_event"].success(auto_segment, *auto_io, show_progress="hidden")
     demo.queue(default_concurrency_limit=4)
     return demo
 

@@ -7,8 +7,9 @@
 # (add flip_lcc to the loop below for both together).
 # Usage: scripts/experiments/mscmr_cv.sh [-s "0 1 2"] [-f "0 1 2 3 4"] ARM [ARM...]   (arms: see below)
 # Runs go to runs/mscmrcv_<arm>_f<fold>_s<seed>/ (eval reports in its eval/ folder); finished runs and
-# evals are skipped, cut ones resumed. Summary:
-#   .venv/bin/python scripts/experiments/summarize.py mscmrcv --cv --pair pce,stage2
+# evals are skipped, cut ones resumed. The reports are also copied to results/cv/ (committed: runs/ is lost
+# with the machine, the grid grows over sessions). Summary:
+#   .venv/bin/python scripts/experiments/summarize.py mscmrcv --cv --runs results/cv --pair pce,stage2
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/experiments/lib.sh
@@ -51,6 +52,7 @@ for seed in $seeds; do
         eval_bundle "$out/last" "$out/eval/heldout_$post" --data "$DATA" --split train --target sparse \
           --folds "$FOLDS" --fold "$fold" --exclude-background --device cpu "${opts[@]}"
       done
+      scripts/experiments/keep_results.sh mscmrcv cv > /dev/null   # into results/cv/ (committed)
     done
   done
 done

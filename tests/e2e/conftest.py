@@ -55,8 +55,9 @@ def make_driver(width: int = 1400, height: int = 1100):  # -> selenium WebDriver
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--no-first-run", f"--user-data-dir={profile}", f"--window-size={width},{height}",
-                 "--hide-scrollbars", "--force-device-scale-factor=1"):
+                 "--hide-scrollbars", "--force-device-scale-factor=1", "--enable-unsafe-swiftshader"):
         opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     driver.set_page_load_timeout(60)
     driver._sasformer_profile = profile  # type: ignore[attr-defined]

@@ -8,10 +8,13 @@ and blends never become a wrong class), plus the pending clicks burnt in as smal
 
 import io
 import os
+import threading
+from collections import OrderedDict
 from typing import Any
 
 import gradio as gr
 import numpy as np
+from gradio.components.image_editor import EditorValue
 from PIL import Image
 
 from ..client import StudioClient
@@ -43,20 +46,46 @@ def _image_label(img: dict[str, Any]) -> str:
     return f"#{img['id']} {img['filename']} · {img['width']}x{img['height']} · {state}"
 
 
+class ThumbnailCache:
+    """Gallery thumbnails by image content (``sha256``): an image's pixels never change after upload, so the
+    list refreshed after every save fetches and decodes only new images, not every thumbnail again."""
+
+    def __init__(self, max_items: int = 2048) -> None:
+        self.max_items = max_items
+        self._items: OrderedDict[tuple[str, int], Image.Image] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, client: StudioClient, image: dict[str, Any], size: int = 160) -> Image.Image:
+        key = (image["sha256"], size)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        thumb = Image.open(io.BytesIO(client.thumbnail(image["id"], size)))
+        thumb.load()
+        with self._lock:
+            self._items[key] = thumb
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+        return thumb
+
+
+THUMBNAILS = ThumbnailCache()
+
+
 def image_choices(client: StudioClient, project_id: int) -> tuple[list[tuple[str, int]], list[tuple[Any, str]]]:
     """Dropdown choices and gallery items (thumbnail, caption) of a project's images."""
     items = client.images(project_id)
     choices = [(_image_label(i), i["id"]) for i in items]
     gallery = []
     for i in items[:200]:
-        thumb = Image.open(io.BytesIO(client.thumbnail(i["id"], 160)))
-        thumb.load()
+        thumb = THUMBNAILS.get(client, i)
         mark = "✓ labeled" if i.get("annotation_revision") else "○ unlabeled"
         gallery.append((thumb, f"#{i['id']} {i['filename']} — {mark}"))
     return choices, gallery
 
 
-def editor_value(rgb: np.ndarray, label: np.ndarray | None, colors: list[tuple[int, int, int]]) -> dict[str, Any]:
+def editor_value(rgb: np.ndarray, label: np.ndarray | None, colors: list[tuple[int, int, int]]) -> EditorValue:
     layer = label_to_layer(label if label is not None else np.full(rgb.shape[:2], UNLABELED, np.uint8), colors)
     return {"background": rgb, "layers": [layer], "composite": None}
 
@@ -158,19 +187,33 @@ def build(ui: Shared) -> None:
     gallery.select(pick_from_gallery, [ui.project], [ui.image_dd])
 
     @ui_errors
-    def open_image(image_id: int | None, project: dict[str, Any] | None,
-                   request: gr.Request) -> tuple[Any, Any, Any, list[Any], str, str]:
+    def open_image(image_id: int | None, project: dict[str, Any] | None, current: dict[str, Any] | None,
+                   request: gr.Request) -> tuple[Any, ...]:
+        """The picked image in the editor, unless it is the one already open: the dropdown also reports a
+        change when its choices are refreshed after a save, and loading the editor again then would wipe
+        the strokes being drawn (and a second load racing the first can leave the canvas blank)."""
+        if image_id and project and current and current["id"] == int(image_id):
+            return (gr.skip(),) * 6
+        return reload_image(image_id, project, request)
+
+    @ui_errors
+    def reload_image(image_id: int | None, project: dict[str, Any] | None,
+                     request: gr.Request) -> tuple[Any, Any, Any, list[Any], str, str]:
         if not image_id or not project:
             return None, None, None, [], "Pick an image.", ""
         with ui.client(request) as c:
             img = load_image(c, project, int(image_id))
         colors = palette(project["classes"])
-        return (img, editor_value(img["rgb"], img["label"], colors), points_view(img, project, []), [],
-                revision_md(img), "")
+        # a full props update (not only the value) makes the editor start over: after strokes were drawn, a
+        # value-only update at times left its canvas blank (headless chromium, see docs/PERFORMANCE.md)
+        hexes = [c["color"] for c in project["classes"]]
+        editor_update = gr.ImageEditor(value=editor_value(img["rgb"], img["label"], colors), brush=gr.Brush(
+            colors=hexes, color_mode="fixed", default_color=hexes[0], default_size=6))
+        return img, editor_update, points_view(img, project, []), [], revision_md(img), ""
 
     open_outputs = [ui.image, editor, points_img, points, info, save_info]
-    ui.image_dd.change(open_image, [ui.image_dd, ui.project], open_outputs)
-    reload_btn.click(open_image, [ui.image_dd, ui.project], open_outputs)
+    ui.extra["open_event"] = ui.image_dd.change(open_image, [ui.image_dd, ui.project, ui.image], open_outputs)
+    reload_btn.click(reload_image, [ui.image_dd, ui.project], open_outputs)
 
     @ui_errors
     def add_point(evt: gr.SelectData, img: dict[str, Any] | None, project: dict[str, Any] | None,
@@ -207,22 +250,27 @@ def build(ui: Shared) -> None:
         img = {**img, "label": label, "etag": saved["etag"], "revision": saved["revision"]}
         counts = ", ".join(f"{k}: {v}" for k, v in saved["class_counts"].items() if v) or "nothing labelled"
         msg = f"Saved revision {saved['revision']} ({saved['labeled_pixels']:,} labelled pixels — {counts})."
-        return (img, editor_value(img["rgb"], label, colors), points_view(img, project, []), [], revision_md(img),
-                msg)
+        # The editor already shows the strokes just saved: sending its 2 layers back would only make the
+        # browser re-render the canvas before the refreshed mask may be asked for. Pending points are the
+        # exception: they are burnt into the label, so the editor must show them.
+        editor_update = editor_value(img["rgb"], label, colors) if pts else gr.skip()
+        return img, editor_update, points_view(img, project, []), [], revision_md(img), msg
 
     @ui_errors
-    def refresh_images(img: dict[str, Any] | None, project: dict[str, Any] | None,
-                       request: gr.Request) -> tuple[Any, Any]:
-        """The image list and gallery after a save (labelled marks), as its own event: it fetches every
-        thumbnail, and the refreshed mask (another listener of the save) need not wait for it."""
-        img, project = need_image(img), need_project(project)
+    def after_save(project: dict[str, Any] | None, request: gr.Request) -> tuple[Any, Any]:
+        """The image list and gallery (labelled marks) after a save, as their own event, so the refreshed
+        mask (another listener of the save) never waits for them. Only the choices change, never the
+        selected image: the annotator may already have opened the next one."""
+        project = need_project(project)
         with ui.client(request) as c:
             choices, gal = image_choices(c, project["id"])
-        return gr.update(choices=choices, value=img["id"]), gal
+        return gr.update(choices=choices), gal
 
-    ui.extra["save_event"] = save_btn.click(
-        save, [editor, ui.image, ui.project, points], [ui.image, editor, points_img, points, info, save_info])
-    ui.extra["save_event"].success(refresh_images, [ui.image, ui.project], [ui.image_dd, gallery])
+    # Registered by webui.app, which chains the refreshed mask into the same event (see save_and_segment
+    # there): a second event would cost a browser round trip (~0.8 s measured) before the mask is asked for.
+    ui.extra.update(save_fn=save, after_save_fn=after_save,
+                    save_io=([editor, ui.image, ui.project, points], [ui.image, editor, points_img, points, info,
+                                                                      save_info]))
 
 
 def on_project(project: dict[str, Any]) -> tuple[Any, Any, str]:
