@@ -107,24 +107,6 @@ def test_annotate_segment_attention_finetune(server: Server, driver: WebDriver, 
     wait(driver, lambda: "Live mask" in text_of(driver, "live-info"), 120, "the live mask after the save")
     assert "labels of 1 image" in text_of(driver, "live-info")
     wait(driver, lambda: image_src(driver, "live-overlay"), 30, "the live mask beside the editor")
-    # --- opening another image shows its live mask at once (the head of the labels so far), no click -----
-    first_mask = image_src(driver, "live-overlay")
-    second = tmp_path / "scene-2.png"  # the scene mirrored: another image, another mask
-    Image.open(scene(tmp_path / "mirror.png")).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(second)
-    css(driver, "#upload-files input[type=file]").send_keys(str(second))
-    css(driver, "button#upload-btn").click()
-    wait(driver, lambda: "Uploaded 1 image" in text_of(driver, "status"), 60, "the second upload")
-    assert "scene.png" in text_of(driver, "image-info"), "an upload must not switch away from the open image"
-    pick_option(driver, "image-select", "scene-2.png")
-    wait(driver, lambda: "scene-2.png" in text_of(driver, "image-info"), 60, "the second image to open")
-    wait(driver, lambda: image_src(driver, "live-overlay") not in ("", first_mask), 120,
-         "the second image's live mask")
-    assert "Live mask" in text_of(driver, "live-info") and "labels of 1 image" in text_of(driver, "live-info")
-    wait_idle(driver)
-    pick_option(driver, "image-select", "scene.png")
-    wait(driver, lambda: "scene.png" in text_of(driver, "image-info") and "revision 1" in text_of(driver, "image-info"),
-         60, "the first image again")
-    wait_idle(driver)
     # --- segment tab: the same live mask; the model's own on request -----------------------------------
     open_tab(driver, "Segment")
     wait(driver, lambda: "Live mask" in text_of(driver, "seg-info"), 120, "the live mask on the Segment tab")
@@ -185,6 +167,25 @@ def test_annotate_segment_attention_finetune(server: Server, driver: WebDriver, 
                  or api.get(f"/jobs/{job_id}").json()["cancel_requested"], 60, "the job to be cancelled")
     assert state
     assert not toasts(driver), toasts(driver)
+
+    # --- opening another image shows its live mask at once (the head of the labels so far), no click -----
+    # (last: opening an image after drawing on another at times leaves Gradio's ImageEditor loading forever in
+    # headless software-WebGL chromium, docs/PERFORMANCE.md; nothing below waits for the editor)
+    open_tab(driver, "Segment")
+    css(driver, "#live-mode input").click()  # live masks on again (switched off above for the model's mask)
+    open_tab(driver, "Annotate")
+    first_mask = image_src(driver, "live-overlay")
+    second = tmp_path / "scene-2.png"  # the scene mirrored: another image, another mask
+    Image.open(scene(tmp_path / "mirror.png")).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(second)
+    css(driver, "#upload-files input[type=file]").send_keys(str(second))
+    css(driver, "button#upload-btn").click()
+    wait(driver, lambda: "Uploaded 1 image" in text_of(driver, "status"), 60, "the second upload")
+    assert "scene.png" in text_of(driver, "image-info"), "an upload must not switch away from the open image"
+    pick_option(driver, "image-select", "scene-2.png")
+    wait(driver, lambda: "scene-2.png" in text_of(driver, "image-info"), 60, "the second image to open")
+    wait(driver, lambda: image_src(driver, "live-overlay") not in ("", first_mask), 120,
+         "the second image's live mask")
+    assert "Live mask" in text_of(driver, "live-info") and "labels of 1 image" in text_of(driver, "live-info")
 
 
 def test_points_conflict_errors_export(server: Server, driver: WebDriver, artifacts: Path, tmp_path: Path) -> None:
