@@ -134,10 +134,14 @@ def build_ui(settings: Settings | None = None) -> gr.Blocks:
         refresh.click(list_projects, None, [project_dd, x["budget"]]).then(
             open_project, [project_dd], project_outputs)
 
-        ui.image.change(explore.on_image, [ui.image], [x["att_src"]], show_progress="hidden")
+        # The attention tab's clickable image follows the opened image: on opening or reloading it, not on
+        # every change of the image state (a save changes it too, and re-sending the picture then would cost
+        # an encode and a transfer on the save -> mask path for nothing).
+        for ev in (x["open_event"], x["reload_event"]):
+            ev.success(explore.on_image, [ui.image], [x["att_src"]], show_progress="hidden")
 
         def auto_segment(enabled: bool, img: Any, project: Any, use_live: bool, tta: bool, alpha: float, shown: Any,
-                         request: gr.Request) -> Any:
+                         request: gr.Request, overlay: bool = True) -> Any:
             """Re-segment after a save or on opening an image when the annotator asked for it (checkbox on the
             Annotate tab): with live mode on (the default) this is the mask of the head refitted on the labels
             saved so far, shown beside the editor and on the Segment tab."""
@@ -146,7 +150,10 @@ def build_ui(settings: Settings | None = None) -> gr.Blocks:
             if not img:  # no image open (project switched, or none uploaded yet): nothing to show
                 return None, None, "", "", None, "Save labels to see the dense mask here."
             s, rgb, legend, info = x["segment_fn"](img, project, use_live, tta, alpha, shown, request)
-            return s, rgb, legend, info, rgb, info
+            # After a save (``overlay=False``) the Segment tab is hidden: its overlay is drawn from ``seg`` when
+            # that tab is opened (explore's select event), as encoding the same picture twice would delay the
+            # live view. An image may be opened from the Segment tab, so opening draws it at once.
+            return s, rgb if overlay else gr.skip(), legend, info, rgb, info
 
         seg_inputs, seg_outputs = x["seg_io"]
         auto_io = ([x["auto_seg"], *seg_inputs], [*seg_outputs, x["live_view"], x["live_info"]])
@@ -157,9 +164,14 @@ def build_ui(settings: Settings | None = None) -> gr.Blocks:
             """Save, show the save's result at once, then the refreshed mask, in one event: chaining the mask
             as a second event costs a browser round trip before it is even asked for."""
             saved = x["save_fn"](value, img, project, pts, request)
+            n = len(saved)
             yield (*saved, *(gr.skip(),) * 6)
-            yield (*(gr.skip(),) * len(saved), *auto_segment(enabled, saved[0], project, use_live, tta, alpha, shown,
-                                                             request))
+            yield (*(gr.skip(),) * n, *auto_segment(enabled, saved[0], project, use_live, tta, alpha, shown, request,
+                                                                      overlay=False))
+            # last, off the save -> mask path: the points image with the new labels
+            points_at = save_outputs.index(x["points_img"])
+            yield tuple(x["points_after_save_fn"](saved[0], project) if i == points_at else gr.skip()
+                        for i in range(n + 6))
 
         x["save_btn"].click(save_and_segment, [*save_inputs, *auto_io[0]], [*save_outputs, *auto_io[1]]).then(
             x["after_save_fn"], [ui.project], [image_dd, x["gallery"]], show_progress="hidden")

@@ -8,6 +8,8 @@ UI should call another API instance).
 
 from __future__ import annotations
 
+import functools
+import ssl
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +17,13 @@ import httpx
 from httpx_sse import connect_sse
 
 TIMEOUT = httpx.Timeout(300.0, connect=10.0)
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every client: building one loads the CA bundle (15-25 ms of CPU measured),
+    and the UI makes a client per event, two on the save -> live mask path."""
+    return httpx.create_ssl_context()
 
 
 class ApiError(Exception):
@@ -63,7 +72,7 @@ class StudioClient:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.base_url = base_url.rstrip("/")
-        self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=TIMEOUT)
+        self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=TIMEOUT, verify=_tls())
 
     def close(self) -> None:
         self.http.close()

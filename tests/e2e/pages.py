@@ -82,16 +82,21 @@ def open_ui(driver: WebDriver, base_url: str) -> None:
     wait_idle(driver)
 
 
-def wait_idle(driver: WebDriver, timeout: float = 120) -> None:
-    """Until no Gradio status tracker shows a pending or running event."""
+def wait_idle(driver: WebDriver, timeout: float = 120, ignore: tuple[str, ...] = ()) -> None:
+    """Until no Gradio status tracker shows a pending or running event (but in the components ``ignore``
+    names by elem_id)."""
+    script = ("return [...document.querySelectorAll('[data-testid=status-tracker]')]"
+              ".filter(e => !e.classList.contains('hide') && e.offsetParent !== null"
+              " && (e.classList.contains('generating') || e.querySelector('.eta-bar, .progress-text, .loader')))"
+              ".map(e => (e.closest('[id]') || {id: '?'}).id)")
+
     def idle() -> bool:
-        busy = driver.execute_script(
-            "return [...document.querySelectorAll('[data-testid=status-tracker]')]"
-            ".filter(e => !e.classList.contains('hide') && e.offsetParent !== null"
-            " && (e.classList.contains('generating') || e.querySelector('.eta-bar, .progress-text, .loader'))).length")
-        return busy == 0
+        return not [b for b in driver.execute_script(script) if b not in ignore]
     time.sleep(0.2)
-    wait(driver, idle, timeout, "the page to finish its pending events")
+    try:
+        wait(driver, idle, timeout, "the page to finish its pending events")
+    except AssertionError as e:  # name the components still busy: the one thing a reader of the failure needs
+        raise AssertionError(f"{e}; busy: {driver.execute_script(script)!r}") from None
 
 
 def pick_option(driver: WebDriver, dropdown_id: str, label_contains: str, timeout: float = 30) -> None:

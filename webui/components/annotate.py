@@ -213,7 +213,7 @@ def build(ui: Shared) -> None:
 
     open_outputs = [ui.image, editor, points_img, points, info, save_info]
     ui.extra["open_event"] = ui.image_dd.change(open_image, [ui.image_dd, ui.project, ui.image], open_outputs)
-    reload_btn.click(reload_image, [ui.image_dd, ui.project], open_outputs)
+    ui.extra["reload_event"] = reload_btn.click(reload_image, [ui.image_dd, ui.project], open_outputs)
 
     @ui_errors
     def add_point(evt: gr.SelectData, img: dict[str, Any] | None, project: dict[str, Any] | None,
@@ -252,9 +252,14 @@ def build(ui: Shared) -> None:
         msg = f"Saved revision {saved['revision']} ({saved['labeled_pixels']:,} labelled pixels — {counts})."
         # The editor already shows the strokes just saved: sending its 2 layers back would only make the
         # browser re-render the canvas before the refreshed mask may be asked for. Pending points are the
-        # exception: they are burnt into the label, so the editor must show them.
+        # exception: they are burnt into the label, so the editor must show them. The points view (the
+        # labels under the points) is sent by ``points_after_save``, once the mask is out.
         editor_update = editor_value(img["rgb"], label, colors) if pts else gr.skip()
-        return img, editor_update, points_view(img, project, []), [], revision_md(img), msg
+        return img, editor_update, gr.skip(), [], revision_md(img), msg
+
+    def points_after_save(img: dict[str, Any], project: dict[str, Any] | None) -> Any:
+        """The points image after a save: the new labels, no pending point."""
+        return points_view(img, project, []) if project else gr.skip()
 
     @ui_errors
     def after_save(project: dict[str, Any] | None, request: gr.Request) -> tuple[Any, Any]:
@@ -268,7 +273,7 @@ def build(ui: Shared) -> None:
 
     # Registered by webui.app, which chains the refreshed mask into the same event (see save_and_segment
     # there): a second event would cost a browser round trip (~0.8 s measured) before the mask is asked for.
-    ui.extra.update(save_fn=save, after_save_fn=after_save,
+    ui.extra.update(save_fn=save, after_save_fn=after_save, points_after_save_fn=points_after_save,
                     save_io=([editor, ui.image, ui.project, points], [ui.image, editor, points_img, points, info,
                                                                       save_info]))
 

@@ -46,7 +46,7 @@ def server_model_ms(header: str | None) -> float | None:
 
 
 def build(ui: Shared) -> None:
-    with gr.Tab("Segment", id="tab-segment"):
+    with gr.Tab("Segment", id="tab-segment") as seg_tab:
         with gr.Row():
             seg_btn = gr.Button("Segment", variant="primary", elem_id="segment-btn")
             live = gr.Checkbox(label="Live mask (refitted on every save, in seconds)", value=True, elem_id="live-mode")
@@ -116,6 +116,10 @@ def build(ui: Shared) -> None:
     for comp in (opacity, visible):
         comp.change(render, [seg, ui.image, ui.project, opacity, visible], [overlay, seg_legend],
                     show_progress="hidden")
+    # The masks refreshed from the Annotate tab (live after each save, on opening an image) update ``seg``;
+    # the overlay is drawn when this tab is shown, so the live path encodes one picture, not two.
+    seg_tab.select(render, [seg, ui.image, ui.project, opacity, visible], [overlay, seg_legend],
+                   show_progress="hidden")
 
     @ui_errors
     def uncertainty(img: dict[str, Any] | None, request: gr.Request) -> tuple[Any, str]:
