@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     # and how long a live request waits for a running refit before it fits the head itself.
     live_cache_mb: int = Field(default=768, ge=16)
     live_wait_s: float = Field(default=10.0, ge=0)
+    # Keep each labelled image's sampled live rows under cache/live_rows (~1-2 MB per image): after a restart
+    # the first live mask reads them instead of featurising every labelled image again.
+    live_rows_on_disk: bool = True
     log_level: str = "INFO"
     log_json: bool = True
     # Web UI (Gradio) mounted at /ui in the API process; off for API-only deployments.
@@ -160,6 +163,10 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.home / "cache"
+
+    @property
+    def live_rows_dir(self) -> Path:
+        return self.cache_dir / "live_rows"
 
     @cached_property
     def sqlalchemy_url(self) -> str:

@@ -43,4 +43,5 @@ def delete_project(project_id: IdPath, session: SessionDep, ctx: CtxDep) -> Resp
     cleanup = svc.delete(session, ctx.registry, ctx.images, project_or_404(session, project_id))
     session.commit()
     cleanup()
+    ctx.live.forget(project_id)  # its live head, cached features and stored rows
     return Response(status_code=204)

@@ -6,7 +6,9 @@ newest labelled revision per image with what the segmenter holds and adds, repla
 follows the active model version (its encoder gives the head's features). A committed save calls
 ``on_saved`` (``AnnotationService.on_saved``), which syncs and starts a refit in the background; a
 live ``/segment`` syncs, waits for (or runs) the refit that covers the newest labels, and predicts.
-Nothing is written to disk: the state is rebuilt from labels and images after a restart.
+After a restart the state is rebuilt from labels and images; each labelled image's sampled feature rows
+are read back from ``Settings.live_rows_dir`` (``model.live.RowStore``) when the image, its labels and the
+model version are unchanged, so only the image being predicted is featurised.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from core.db import session_scope
 from core.files import StoredFiles
 from core.orm import AnnotationRevision, Image, Project
 from core.settings import Settings
-from model.live import FeatureCache, LiveNotReady, LivePrediction, LiveSegmenter
+from model.live import FeatureCache, LiveNotReady, LivePrediction, LiveSegmenter, RowStore
 from model.preprocess import to_rgb_array
 
 from .registry import ModelRegistry
@@ -58,6 +60,7 @@ class LiveService:
         self.sessions = sessions
         self.files = StoredFiles(settings)
         self.cache = FeatureCache(settings.live_cache_mb * 2**20)
+        self.rows = RowStore(settings.live_rows_dir) if settings.live_rows_on_disk else None
         self._projects: dict[int, _Project] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-sync")
@@ -67,7 +70,7 @@ class LiveService:
         with self._lock:
             entry = self._projects.get(project.id)
             if entry is None or entry.segmenter.num_classes != len(project.classes):
-                entry = _Project(LiveSegmenter(len(project.classes), cache=self.cache))
+                entry = _Project(LiveSegmenter(len(project.classes), cache=self.cache, rows=self.rows))
                 self._projects[project.id] = entry
             return entry
 
@@ -138,6 +141,8 @@ class LiveService:
         if entry is not None:
             for key in entry.segmenter.labelled_images:
                 self.cache.drop_image(key)
+                if self.rows is not None:
+                    self.rows.remove(key)
 
     # ---- serving -------------------------------------------------------------------------------------
     def predict(self, session: Session, project: Project, image: Image | None, array: np.ndarray) -> LiveResult:

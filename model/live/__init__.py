@@ -18,6 +18,7 @@ from .features import (
     filter_bank_width,
 )
 from .head import HeadConfig, LiveHead, attention_refine, balanced_indices, balanced_quota, entropy
+from .rowstore import RowStore
 from .segmenter import FittedState, LiveConfig, LiveNotReady, LivePrediction, LiveSegmenter, RefitStats
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "LivePrediction",
     "LiveSegmenter",
     "RefitStats",
+    "RowStore",
     "array_key",
     "attention_refine",
     "balanced_indices",

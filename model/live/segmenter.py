@@ -22,6 +22,7 @@ Threading model (why it is safe for a save to race a refit, and several requests
 from __future__ import annotations
 
 import copy
+import hashlib
 import threading
 import time
 import zlib
@@ -35,9 +36,14 @@ from ..config import IGNORE_INDEX
 from ..predictor import Prediction
 from .features import LIVE_SIGMAS, EncoderFeatures, FeatureCache, array_key, filter_bank
 from .head import HeadConfig, LiveHead, attention_refine, balanced_indices
+from .rowstore import RowStore
 
 FILTER_VERSION = ""
 """Version key of model-independent cache entries (the filter bank)."""
+
+ROWS_FORMAT = 1
+"""Bump when the filter bank, the encoder sampling or the pixel sampling change: stored rows of another
+format are then misses (``RowStore``), never stale features."""
 
 
 def _version_key(predictor: Any | None, key: str | None) -> str | None:
@@ -153,15 +159,20 @@ class LiveSegmenter:
         model_version_key: a key that changes whenever the active model changes (e.g. the version id).
         config: ``LiveConfig``.
         cache: a ``FeatureCache`` to share (e.g. between projects); one of ``config.cache_bytes`` otherwise.
+        rows: a ``RowStore`` where each labelled image's sampled rows are kept across restarts (``None``:
+            memory only). Image keys must then be stable across restarts (the service uses image ids).
     """
 
     def __init__(self, num_classes: int, predictor: Any | None = None, model_version_key: str | None = None,
-                 config: LiveConfig | None = None, cache: FeatureCache | None = None) -> None:
+                 config: LiveConfig | None = None, cache: FeatureCache | None = None,
+                 rows: RowStore | None = None) -> None:
         if num_classes < 2:
             raise ValueError(f"need at least 2 classes, got {num_classes}")
         self.num_classes = int(num_classes)
         self.config = config or LiveConfig()
         self.cache = cache if cache is not None else FeatureCache(self.config.cache_bytes)
+        self.rows = rows
+        self.rows_loaded = 0  # records read from ``rows`` instead of featurised (reported by the service)
         self._lock = threading.Lock()
         self._fit_lock = threading.Lock()
         self._fitted_cv = threading.Condition(self._lock)
@@ -257,6 +268,8 @@ class LiveSegmenter:
         labelled = labels != IGNORE_INDEX
         if not labelled.any():
             self._store(image_key, None, revision)
+            if self.rows is not None:
+                self.rows.remove(image_key)
             return revision
         if self._image_changed(image_key, image):
             self.cache.drop_image(image_key)
@@ -269,8 +282,42 @@ class LiveSegmenter:
             old = self._records.get(key)
         return old is not None and (old.image.shape != image.shape or not np.array_equal(old.image, image))
 
+    def _digest(self, image: np.ndarray, labels: np.ndarray, version: str | None) -> str:
+        """What a record's rows depend on: pixels, labels, feature and sampling settings, encoder version."""
+        h = hashlib.blake2b(digest_size=20)
+        for a in (image, labels):
+            a = np.ascontiguousarray(a)
+            h.update(str((a.shape, a.dtype.str)).encode())
+            h.update(a.tobytes())
+        head = self.config.head
+        h.update(repr((ROWS_FORMAT, self.config.sigmas, head.per_image_class_cap, head.seed, self.stages,
+                       version if self.stages else None, self.num_classes)).encode())
+        return h.hexdigest()
+
     def _make_record(self, key: str, image: np.ndarray, labels: np.ndarray, revision: int, predictor: Any | None,
                      version: str | None) -> _Record:
+        if self.rows is None:
+            return self._featurise_record(key, image, labels, revision, predictor, version)
+        digest = self._digest(image, labels, version if predictor is not None else None)
+        got = self.rows.load(key, digest)
+        if got is not None:
+            enc = got.get("enc_rows")
+            with self._lock:
+                self.rows_loaded += 1
+            return _Record(key, image, labels, revision, got["cls"], got["ys"], got["xs"], got["fb_rows"], enc,
+                           str(got["enc_version"]) if enc is not None else None,
+                           tuple(int(w) for w in got["enc_widths"]), int(got["labelled_pixels"]))
+        rec = self._featurise_record(key, image, labels, revision, predictor, version)
+        arrays = {"cls": rec.cls, "ys": rec.ys, "xs": rec.xs, "fb_rows": rec.fb_rows,
+                  "enc_widths": np.array(rec.enc_widths, np.int64),
+                  "labelled_pixels": np.array(rec.labelled_pixels, np.int64)}
+        if rec.enc_rows is not None:
+            arrays.update(enc_rows=rec.enc_rows, enc_version=np.array(rec.enc_version))
+        self.rows.save(key, digest, arrays)
+        return rec
+
+    def _featurise_record(self, key: str, image: np.ndarray, labels: np.ndarray, revision: int,
+                          predictor: Any | None, version: str | None) -> _Record:
         cap = self.config.head.per_image_class_cap
         rng = np.random.default_rng([self.config.head.seed, zlib.crc32(key.encode())])
         ys_all, xs_all = np.nonzero(labels != IGNORE_INDEX)
@@ -308,6 +355,8 @@ class LiveSegmenter:
             if had:
                 self._revision += 1
         self.cache.drop_image(image_key)
+        if self.rows is not None:
+            self.rows.remove(image_key)
         return had
 
     @property

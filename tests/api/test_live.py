@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from backend.app import create_app
 from backend.services.encoding import rle_decode
 
 from .conftest import AppFactory, make_project, upload_image
@@ -124,3 +125,28 @@ def _png(rgb: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def test_a_restart_reads_the_stored_rows_instead_of_featurising(apps: AppFactory) -> None:
+    """The service after a restart (a new app on the same home and database) answers its first live mask
+    from the rows stored by the first one, with the same mask; deleting the project removes them."""
+    settings = apps.settings()
+    first = TestClient(create_app(settings), raise_server_exceptions=False)
+    apps.clients.append(first)
+    p = make_project(first, classes=2)
+    scenes = [scene(s) for s in range(3)]
+    ids = [upload_image(first, p["id"], rgb, name=f"r{i}.png")["id"] for i, (rgb, _) in enumerate(scenes)]
+    for i in (0, 2):
+        assert first.put(f"/images/{ids[i]}/annotation", json=strokes_for(scenes[i][1])).status_code == 200
+    mask, body = live_mask(first, ids[1])
+    assert body["live"]["labelled_images"] == 2
+    assert len(list(settings.live_rows_dir.glob("*.npz"))) == 2
+
+    restarted = TestClient(create_app(settings), raise_server_exceptions=False)
+    apps.clients.append(restarted)
+    again, body = live_mask(restarted, ids[1])
+    assert body["live"]["labelled_images"] == 2
+    assert restarted.app.state.ctx.live._projects[p["id"]].segmenter.rows_loaded == 2  # type: ignore[attr-defined]
+    assert (again == mask).mean() > 0.99
+    assert restarted.delete(f"/projects/{p['id']}").status_code == 204
+    assert not list(settings.live_rows_dir.glob("*.npz"))

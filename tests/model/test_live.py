@@ -19,6 +19,7 @@ from model.live import (
     LiveHead,
     LiveNotReady,
     LiveSegmenter,
+    RowStore,
     attention_refine,
     balanced_indices,
     balanced_quota,
@@ -301,3 +302,48 @@ def test_trust_in_the_models_logits_is_balanced_accuracy_above_chance() -> None:
     info = head.fit(fb, perfect.numpy(), labels.numpy(), enc_widths=(3,), n_raw=1)
     assert info["fresh"] and not head.logits_off and head.skip is not None
     assert float(head.skip[0].mean()) > 0.5  # started at trust 1 and stayed a strong weight
+
+
+def test_stored_rows_replace_featurising_after_a_restart(tmp_path, predictor: Predictor) -> None:
+    """A second segmenter on the same RowStore (the service after a restart) reads each image's rows instead
+    of featurising it, and fits the same head; any change of pixels, labels or encoder version is a miss."""
+    store = RowStore(tmp_path / "rows")
+    samples = _toy_images(2)
+    first = LiveSegmenter(3, config=TOY, rows=store)
+    for s in samples:
+        first.set_labels(s.name, s.image, s.sparse)
+    assert first.rows_loaded == 0 and len(list((tmp_path / "rows").glob("*.npz"))) == 2
+    first.refit()
+    again = LiveSegmenter(3, config=TOY, rows=store)
+    for s in samples:
+        again.set_labels(s.name, s.image, s.sparse)
+    assert again.rows_loaded == 2
+    again.refit()
+    other = toy_sample(9, 64).image
+    np.testing.assert_allclose(again.predict(image=other).probs, first.predict(image=other).probs, atol=1e-6)
+
+    changed = samples[0].sparse.copy()
+    changed[changed == IGNORE_INDEX] = 0  # new labels: a miss, featurised and stored again
+    third = LiveSegmenter(3, config=TOY, rows=store)
+    third.set_labels(samples[0].name, samples[0].image, changed)
+    assert third.rows_loaded == 0
+    third.set_labels(samples[1].name, samples[1].image, np.full((64, 64), IGNORE_INDEX, np.uint8))  # cleared
+    assert len(list((tmp_path / "rows").glob("*.npz"))) == 1
+
+    next(iter((tmp_path / "rows").glob("*.npz"))).write_bytes(b"torn")  # a torn file is a miss, not an error
+    fourth = LiveSegmenter(3, config=TOY, rows=store)
+    fourth.set_labels(samples[0].name, samples[0].image, changed)
+    assert fourth.rows_loaded == 0
+    fifth = LiveSegmenter(3, config=TOY, rows=store)
+    fifth.set_labels(samples[0].name, samples[0].image, changed)
+    assert fifth.rows_loaded == 1  # ... and was rewritten
+    assert fifth.remove(samples[0].name) and not list((tmp_path / "rows").glob("*.npz"))
+
+    with_v1 = LiveSegmenter(3, predictor, "v1", TOY, rows=store)
+    with_v1.set_labels(samples[0].name, samples[0].image, samples[0].sparse)
+    with_v2 = LiveSegmenter(3, predictor, "v2", TOY, rows=store)
+    with_v2.set_labels(samples[0].name, samples[0].image, samples[0].sparse)
+    assert with_v1.rows_loaded == with_v2.rows_loaded == 0  # another encoder version: its rows differ
+    back_v2 = LiveSegmenter(3, predictor, "v2", TOY, rows=store)
+    back_v2.set_labels(samples[0].name, samples[0].image, samples[0].sparse)
+    assert back_v2.rows_loaded == 1 and back_v2._records[samples[0].name].enc_version == "v2"
