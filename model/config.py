@@ -289,6 +289,9 @@ class TrainConfig:
     hflip: float = 0.5
     # CutMix of images and their scribbles within a batch (model.data.mix); 0 = off, the default
     cutmix_prob: float = 0.0
+    # Mean teacher (model.teacher) for the pseudo-label term: its targets come from an exponential moving
+    # average of the weights with this decay instead of from the student itself; 0 = off, the default
+    ema_teacher_decay: float = 0.0
     num_workers: int = 0
     amp: bool = True  # used on CUDA only
     seed: int = 0
@@ -321,6 +324,10 @@ class TrainConfig:
             raise ValueError(f"keep_base_weight must be >= 0, got {self.keep_base_weight}")
         if self.keep_base_weight > 0 and not self.init_bundle:
             raise ValueError("keep_base_weight keeps a fine-tune close to a trained model: set init_bundle")
+        if not 0.0 <= self.ema_teacher_decay < 1.0:
+            raise ValueError(f"ema_teacher_decay must be in [0, 1), got {self.ema_teacher_decay}")
+        if self.ema_teacher_decay > 0 and not (self.loss.pseudo_weight > 0 and self.loss.stages):
+            raise ValueError("ema_teacher_decay makes the pseudo-labels: set loss.pseudo_weight > 0 and loss.stages")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -186,6 +186,7 @@ def propagated_pseudo_labels(
     attentions: list[torch.Tensor] | list[StageQK],
     target: torch.Tensor,
     cfg: LossConfig,
+    source_logits: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CE of the logits against confident propagated labels on unlabeled pixels (``LossConfig.pseudo_*``).
 
@@ -195,9 +196,15 @@ def propagated_pseudo_labels(
     ``max Y > pseudo_threshold`` and restricted to pixels of that grid whose image cell holds no
     label (``unlabeled_cells``). The CE is averaged over the gated pixels, then over stages.
 
+    ``source_logits`` (with ``attentions`` of the same model): the targets come from another model, e.g.
+    the mean teacher (``model.teacher``), and the CE is on ``logits``; default: the student's own.
+
     Returns ``(loss, fraction of unlabeled logit pixels that passed the gate)``; the loss is 0
     (attached) when no pixel passes, e.g. early in training when every prediction is unsure.
     """
+    src = logits if source_logits is None else source_logits
+    if src.shape != logits.shape:
+        raise ValueError(f"source logits {tuple(src.shape)} must match the logits {tuple(logits.shape)}")
     b, c, h, w = logits.shape
     unlabeled = unlabeled_cells(target, (h, w), cfg.ignore_index).view(b, h, w)
     losses, passed = [], []
@@ -208,7 +215,7 @@ def propagated_pseudo_labels(
                 attn = StageQK(attn.q.detach(), attn.k.detach(), attn.query_hw, attn.key_hw)
             else:
                 attn = attn.detach()
-            y, _ = propagate(attn, logits.detach(), "single", cfg.exclude_self)
+            y, _ = propagate(attn, src.detach(), "single", cfg.exclude_self)
             hq, wq = _query_grid(attn)
             y = y.transpose(1, 2).reshape(b, c, hq, wq)
             if (hq, wq) != (h, w):
@@ -260,23 +267,28 @@ def sasformer_loss(
     target: torch.Tensor,
     cfg: LossConfig,
     step: int = 0,
+    teacher: tuple[torch.Tensor, list[torch.Tensor] | list[StageQK]] | None = None,
 ) -> LossOutput:
     """``pCE + alpha(step) * L_aff [+ pseudo_weight(step) * L_pseudo]``.
 
-    With ``alpha == 0`` (and no pseudo-label term) or no attention, this is plain pCE.
+    With ``alpha == 0`` (and no pseudo-label term) or no attention, this is plain pCE. ``teacher``:
+    ``(logits, attentions)`` of the mean teacher on the same batch; the pseudo-labels are then its
+    propagated labels instead of the student's.
     """
     pce = partial_cross_entropy(logits, target, cfg.ignore_index)
     alpha = cfg.alpha_at(step)
-    use_pseudo = cfg.pseudo_weight > 0 and attentions is not None and bool(cfg.stages)
+    source = teacher[1] if teacher is not None else attentions
+    use_pseudo = cfg.pseudo_weight > 0 and source is not None and bool(cfg.stages)
     if attentions is None or cfg.alpha == 0 or not cfg.stages:
         zero = pce.detach() * 0.0
         out = LossOutput(pce, pce, zero, alpha, {})
     else:
         aff, per_stage = affinity_loss(logits, attentions, target, cfg)
         out = LossOutput(pce + alpha * aff, pce, aff, alpha, per_stage)
-    if use_pseudo and attentions is not None:
+    if use_pseudo and source is not None:
         weight = cfg.pseudo_weight_at(step)
-        pseudo, frac = propagated_pseudo_labels(logits, attentions, target, cfg)
+        pseudo, frac = propagated_pseudo_labels(logits, source, target, cfg,
+                                                teacher[0] if teacher is not None else None)
         out.loss = out.loss + weight * pseudo
         out.pseudo, out.pseudo_frac, out.pseudo_weight = pseudo, frac, weight
     return out

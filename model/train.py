@@ -38,6 +38,7 @@ from .losses import keep_close_loss, needs_attention, sasformer_loss
 from .predictor import Predictor
 from .pretrained import load_pretrained
 from .sasformer import SASFormer, build_sasformer
+from .teacher import build_teacher, ema_update
 
 Status = Literal["completed", "time_budget", "stopped", "interrupted"]
 CHECKPOINT = "checkpoint.pt"
@@ -275,6 +276,7 @@ class _RunState:
     use_amp: bool
     amp_dtype: torch.dtype
     base: SASFormer | None = None  # frozen copy of the starting model (keep_base_weight); rebuilt, not saved
+    teacher: torch.nn.Module | None = None  # mean teacher of the pseudo-labels (ema_teacher_decay); checkpointed
     step: int = 0
     best_metric: float | None = None
     best_step: int | None = None
@@ -300,7 +302,8 @@ def _build_model_and_optimizer(cfg: TrainConfig, train_data: DatasetSplit, place
     base = None
     if cfg.keep_base_weight > 0:  # built from init_bundle before any restore: the same base on a resume
         base = copy.deepcopy(model).eval().requires_grad_(False)
-    return _RunState(model, mcfg, optimizer, scheduler, scaler, use_amp, amp_dtype, base)
+    teacher = build_teacher(model) if cfg.ema_teacher_decay > 0 else None
+    return _RunState(model, mcfg, optimizer, scheduler, scaler, use_amp, amp_dtype, base, teacher)
 
 
 def _restore(state: _RunState, ckpt_path: Path, device: torch.device) -> None:
@@ -314,6 +317,10 @@ def _restore(state: _RunState, ckpt_path: Path, device: torch.device) -> None:
     state.scaler.load_state_dict(ckpt["scaler"])
     state.step, state.best_metric, state.best_step = ckpt["step"], ckpt["best_metric"], ckpt["best_step"]
     state.history = ckpt["history"]
+    if state.teacher is not None:
+        if ckpt.get("teacher") is None:
+            raise TrainingError(f"cannot resume {ckpt_path} with ema_teacher_decay: the checkpoint has no teacher")
+        state.teacher.load_state_dict(ckpt["teacher"])
     _set_rng_state(ckpt["rng"])
 
 
@@ -323,6 +330,7 @@ def _save_checkpoint(state: _RunState, cfg: TrainConfig, ckpt_path: Path) -> Non
         "scheduler": state.scheduler.state_dict(), "scaler": state.scaler.state_dict(), "step": state.step,
         "best_metric": state.best_metric, "best_step": state.best_step, "history": state.history,
         "rng": _rng_state(), "config": cfg.to_dict(),
+        "teacher": state.teacher.state_dict() if state.teacher is not None else None,
     }, ckpt_path)
 
 
@@ -357,7 +365,12 @@ def _train_step(state: _RunState, net: torch.nn.Module, batches: Iterator[tuple[
                 logits, maps = net(x, return_qk=True, detach_attention=cfg.loss.detach_attention)
             else:
                 logits, maps = net(x), None
-        out_loss = sasformer_loss(logits.float(), maps, y, cfg.loss, state.step)
+        teacher = None
+        if state.teacher is not None:  # the pseudo-labels' source: the weight average, on the same batch
+            with torch.no_grad(), autocast:
+                t_logits, t_maps = state.teacher(x, return_qk=True, detach_attention=True)
+            teacher = (t_logits.float(), t_maps)
+        out_loss = sasformer_loss(logits.float(), maps, y, cfg.loss, state.step, teacher)
         total, scalars = out_loss.loss, out_loss.scalars()
         if state.base is not None:
             with torch.no_grad(), autocast:
@@ -375,6 +388,8 @@ def _train_step(state: _RunState, net: torch.nn.Module, batches: Iterator[tuple[
     state.scaler.update()
     state.scheduler.step()
     state.step += 1
+    if state.teacher is not None:
+        terms["teacher_decay"] = ema_update(state.teacher, state.model, cfg.ema_teacher_decay, state.step)
     return terms
 
 

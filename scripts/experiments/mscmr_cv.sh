@@ -20,6 +20,7 @@ declare -A arms=(
   [pce]="mscmr_pce"
   [stage2]="mscmr_sasformer loss.stages=[2]"
   [stage2_pl]="mscmr_sasformer loss.stages=[2] loss.pseudo_weight=0.5 loss.pseudo_threshold=0.9 loss.pseudo_warmup_steps=300"
+  [stage2_mt]="mscmr_sasformer loss.stages=[2] loss.pseudo_weight=0.5 loss.pseudo_threshold=0.9 loss.pseudo_warmup_steps=300 ema_teacher_decay=0.99"
   [stage2_mix]="mscmr_sasformer loss.stages=[2] cutmix_prob=0.5"
   [pce_mix]="mscmr_pce cutmix_prob=0.5"
 )

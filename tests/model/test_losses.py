@@ -305,3 +305,26 @@ def test_pseudo_config_validation_and_ramp() -> None:
     cfg = LossConfig(alpha=0.0, pseudo_weight=0.4, pseudo_warmup_steps=4)
     assert needs_attention(cfg) and not needs_attention(LossConfig(alpha=0.0))
     assert [cfg.pseudo_weight_at(s) for s in (0, 1, 3, 10)] == pytest.approx([0.1, 0.2, 0.4, 0.4])
+
+
+def test_pseudo_labels_from_a_teacher_take_its_labels_and_train_the_student() -> None:
+    """With ``teacher=(logits, attentions)`` the targets are the teacher's propagated labels; the CE is on
+    the student's logits, and no gradient reaches the teacher."""
+    b, c, h, w = 1, 2, 2, 2
+    student = torch.zeros(b, c, h, w, requires_grad=True)  # unsure everywhere: its own labels never pass
+    t_logits = torch.zeros(b, c, h, w)
+    t_logits[0, 0] = 10.0  # the teacher is sure of class 0 everywhere
+    t_logits.requires_grad_(True)
+    maps = [_identity_attention(b, h, w)] * 4
+    target = torch.full((b, 8, 8), 255, dtype=torch.long)
+    cfg = LossConfig(stages=(2,), alpha=0.0, pseudo_weight=1.0, pseudo_threshold=0.9)
+    own = sasformer_loss(student, maps, target, cfg)
+    assert float(own.pseudo_frac) == 0.0  # type: ignore[arg-type]
+    out = sasformer_loss(student, None, target, cfg, teacher=(t_logits, maps))
+    assert float(out.pseudo_frac) == 1.0  # type: ignore[arg-type]
+    expected = F.cross_entropy(student, torch.zeros(b, h, w, dtype=torch.long))
+    assert torch.allclose(out.pseudo, expected)  # type: ignore[arg-type]
+    out.loss.backward()
+    assert student.grad is not None and student.grad.abs().sum() > 0 and t_logits.grad is None
+    with pytest.raises(ValueError, match="must match"):
+        sasformer_loss(student, None, target, cfg, teacher=(torch.zeros(b, 3, h, w), maps))

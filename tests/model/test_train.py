@@ -187,3 +187,41 @@ def test_cutmix_resumes_exactly(tmp_path: Path) -> None:
     plain = load_file(str(train(_cfg(tmp_path / "c"), data, progress_bar=False).bundle / "model.safetensors"))
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     assert not all(torch.allclose(a[k], plain[k]) for k in a)  # mixing changed what was learned
+
+
+def test_mean_teacher_is_the_weight_average_and_resumes_exactly(tmp_path: Path) -> None:
+    """ema_teacher_decay: the pseudo-labels come from a weight average (Mean Teacher's ramped decay), which
+    is checkpointed, so a cut and resumed run ends identical; without the pseudo term it is refused."""
+    from model.teacher import build_teacher, ema_update
+
+    student = torch.nn.Linear(2, 1)
+    teacher = build_teacher(student)
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    with torch.no_grad():
+        student.weight.fill_(1.0)
+        teacher.weight.fill_(0.0)
+    assert ema_update(teacher, student, 0.99, step=1) == 0.0  # step 1: the teacher takes the student's weights
+    assert torch.allclose(teacher.weight, torch.ones(1, 2))
+    with torch.no_grad():
+        student.weight.fill_(3.0)
+    assert ema_update(teacher, student, 0.5, step=100) == 0.5
+    assert torch.allclose(teacher.weight, torch.full((1, 2), 2.0))
+
+    kw = {"ema_teacher_decay": 0.9, "loss": {"stages": [2], "pseudo_weight": 1.0, "pseudo_threshold": 0.0}}
+    data = toy_split(6)
+    events: list[dict] = []
+    train(_cfg(tmp_path / "a", **kw), data, callbacks=Callbacks(on_progress=events.append), progress_bar=False)
+    logged = [e for e in events if e["event"] == "train"]
+    assert logged[0]["teacher_decay"] == 0.0 and logged[-1]["teacher_decay"] == pytest.approx(1 - 1 / 6)
+    stopped: list[int] = []
+    train(_cfg(tmp_path / "b", **kw), data, progress_bar=False,
+          callbacks=Callbacks(should_stop=lambda: stopped.append(1) or len(stopped) >= 3))
+    resumed = train(_cfg(tmp_path / "b", **kw), data, resume=True, progress_bar=False)
+    assert resumed.steps_done == 6
+    a = load_file(str(tmp_path / "a" / "run" / "last" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "run" / "last" / "model.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    with pytest.raises(ValueError, match="pseudo_weight"):
+        _cfg(tmp_path, ema_teacher_decay=0.9)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        _cfg(tmp_path, ema_teacher_decay=1.0, loss={"stages": [2], "pseudo_weight": 1.0})
