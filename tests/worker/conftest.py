@@ -103,7 +103,9 @@ class WorkerEnv:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+            # a SIGKILLed worker with torch mapped can take long to be torn down on a loaded machine (seen:
+            # > 10 s during a fresh-clone CI next to two training runs); it cannot ignore the signal
+            proc.wait(timeout=120)
 
     def worker_log(self) -> str:
         return "\n".join((self.home / f"worker-{i}.log").read_text(errors="replace")[-4000:]
