@@ -18,9 +18,11 @@ import copy
 import torch
 
 
-def build_teacher(student: torch.nn.Module) -> torch.nn.Module:
-    """A frozen copy in eval mode (no dropout / drop-path: the targets should be the average model's best guess)."""
-    return copy.deepcopy(student).eval().requires_grad_(False)
+def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy in eval mode that takes no gradient: the mean teacher's start, and the fixed base of
+    ``keep_base_weight``. Eval mode, because no dropout / drop-path: its outputs are targets, the model's best
+    guess."""
+    return copy.deepcopy(model).eval().requires_grad_(False)
 
 
 @torch.no_grad()
@@ -37,4 +39,4 @@ def ema_update(teacher: torch.nn.Module, student: torch.nn.Module, decay: float,
     return d
 
 
-__all__ = ["build_teacher", "ema_update"]
+__all__ = ["ema_update", "frozen_copy"]

@@ -10,7 +10,6 @@ saved checkpoint and bundle. AMP and cudnn benchmark on CUDA; DDP when launched 
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -38,7 +37,7 @@ from .losses import keep_close_loss, needs_attention, sasformer_loss
 from .predictor import Predictor
 from .pretrained import load_pretrained
 from .sasformer import SASFormer, build_sasformer
-from .teacher import build_teacher, ema_update
+from .teacher import ema_update, frozen_copy
 
 Status = Literal["completed", "time_budget", "stopped", "interrupted"]
 CHECKPOINT = "checkpoint.pt"
@@ -275,7 +274,7 @@ class _RunState:
     scaler: torch.amp.GradScaler
     use_amp: bool
     amp_dtype: torch.dtype
-    base: SASFormer | None = None  # frozen copy of the starting model (keep_base_weight); rebuilt, not saved
+    base: torch.nn.Module | None = None  # frozen copy of the starting model (keep_base_weight); rebuilt, not saved
     teacher: torch.nn.Module | None = None  # mean teacher of the pseudo-labels (ema_teacher_decay); checkpointed
     step: int = 0
     best_metric: float | None = None
@@ -301,8 +300,8 @@ def _build_model_and_optimizer(cfg: TrainConfig, train_data: DatasetSplit, place
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     base = None
     if cfg.keep_base_weight > 0:  # built from init_bundle before any restore: the same base on a resume
-        base = copy.deepcopy(model).eval().requires_grad_(False)
-    teacher = build_teacher(model) if cfg.ema_teacher_decay > 0 else None
+        base = frozen_copy(model)
+    teacher = frozen_copy(model) if cfg.ema_teacher_decay > 0 else None
     return _RunState(model, mcfg, optimizer, scheduler, scaler, use_amp, amp_dtype, base, teacher)
 
 

@@ -140,9 +140,7 @@ class LiveService:
             entry = self._projects.pop(project_id, None)
         if entry is not None:
             for key in entry.segmenter.labelled_images:
-                self.cache.drop_image(key)
-                if self.rows is not None:
-                    self.rows.remove(key)
+                entry.segmenter.remove(key)  # its cached features and stored rows
 
     # ---- serving -------------------------------------------------------------------------------------
     def predict(self, session: Session, project: Project, image: Image | None, array: np.ndarray) -> LiveResult:

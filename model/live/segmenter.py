@@ -224,7 +224,9 @@ class LiveSegmenter:
     def _forest_rows(self, key: str, image: np.ndarray) -> np.ndarray:
         """The filter bank as the forest reads it, ``(H*W, F)`` float32, cached apart: converting the
         float16 maps is ~70 ms for 512x512 (a third of the forest's prediction), and the image being
-        annotated is predicted on opening and again after every save."""
+        annotated is predicted on opening and again after every save. The price is memory: 108 MB for a
+        512x512 RGB image (twice its float16 maps) in the shared, capped LRU, so fewer images' maps stay
+        cached (``live_cache_mb``). Only the forest path (an untrained model) asks for it."""
         def compute() -> np.ndarray:
             fb = self._fb(key, image)
             return np.ascontiguousarray(fb.reshape(-1, fb.shape[-1]), dtype=np.float32)

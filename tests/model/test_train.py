@@ -192,10 +192,10 @@ def test_cutmix_resumes_exactly(tmp_path: Path) -> None:
 def test_mean_teacher_is_the_weight_average_and_resumes_exactly(tmp_path: Path) -> None:
     """ema_teacher_decay: the pseudo-labels come from a weight average (Mean Teacher's ramped decay), which
     is checkpointed, so a cut and resumed run ends identical; without the pseudo term it is refused."""
-    from model.teacher import build_teacher, ema_update
+    from model.teacher import ema_update, frozen_copy
 
     student = torch.nn.Linear(2, 1)
-    teacher = build_teacher(student)
+    teacher = frozen_copy(student)
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
     with torch.no_grad():
         student.weight.fill_(1.0)
