@@ -15,8 +15,9 @@ from fastapi import FastAPI
 
 from core.settings import Settings
 
+from . import gradio_fixes
 from .components import annotate, explore, learn
-from .components.common import Shared, ui_errors
+from .components.common import Shared, progress_without, ui_errors
 
 UI_PATH = "/ui"
 CSS = """
@@ -129,10 +130,11 @@ def build_ui(settings: Settings | None = None) -> gr.Blocks:
 
         project_outputs = [ui.project, image_dd, x["gallery"], x["editor"], x["point_class"], x["legend"],
                            x["visible"], x["versions"], x["seg"], x["overlay"], ui.image]
-        project_dd.change(open_project, [project_dd], project_outputs).then(
+        project_progress = progress_without(project_outputs, x["editor"])
+        project_dd.change(open_project, [project_dd], project_outputs, show_progress_on=project_progress).then(
             x["refresh_models"], [ui.project], [x["versions"], x["base"], x["promote_v"]])
         refresh.click(list_projects, None, [project_dd, x["budget"]]).then(
-            open_project, [project_dd], project_outputs)
+            open_project, [project_dd], project_outputs, show_progress_on=project_progress)
 
         # The attention tab's clickable image follows the opened image: on opening or reloading it, not on
         # every change of the image state (a save changes it too, and re-sending the picture then would cost
@@ -173,7 +175,8 @@ def build_ui(settings: Settings | None = None) -> gr.Blocks:
             yield tuple(x["points_after_save_fn"](saved[0], project) if i == points_at else gr.skip()
                         for i in range(n + 6))
 
-        x["save_btn"].click(save_and_segment, [*save_inputs, *auto_io[0]], [*save_outputs, *auto_io[1]]).then(
+        x["save_btn"].click(save_and_segment, [*save_inputs, *auto_io[0]], [*save_outputs, *auto_io[1]],
+                            show_progress_on=progress_without([*save_outputs, *auto_io[1]], x["editor"])).then(
             x["after_save_fn"], [ui.project], [image_dd, x["gallery"]], show_progress="hidden")
         # Opening an image shows its current live mask at once (where to correct, as in ilastik's live view),
         # and the server computes the image's features now, while the annotator draws, not after the save.
@@ -191,5 +194,6 @@ def mount_ui(app: FastAPI, settings: Settings) -> FastAPI:
 
         def auth(_user: str, password: str) -> bool:
             return password in tokens
+    gradio_fixes.mount(app, UI_PATH)  # before Gradio's app: its fixed page script wins (see gradio_fixes)
     return gr.mount_gradio_app(app, build_ui(settings), path=UI_PATH, auth=auth, show_error=True, css=CSS,
                                footer_links=["settings"], ssr_mode=False, mcp_server=False)

@@ -99,6 +99,17 @@ def wait_idle(driver: WebDriver, timeout: float = 120, ignore: tuple[str, ...] =
         raise AssertionError(f"{e}; busy: {driver.execute_script(script)!r}") from None
 
 
+def count_uploads_from_now(driver: WebDriver) -> None:
+    """Start counting the page's file uploads (``uploads_counted``): the image editor uploads its PNGs each
+    time the page exports it, so the count says how often that happened (webui/gradio_fixes.py)."""
+    driver.execute_script("performance.setResourceTimingBufferSize(10000); performance.clearResourceTimings();")
+
+
+def uploads_counted(driver: WebDriver) -> int:
+    return int(driver.execute_script(
+        "return performance.getEntriesByType('resource').filter(e => e.name.includes('/gradio_api/upload')).length"))
+
+
 def pick_option(driver: WebDriver, dropdown_id: str, label_contains: str, timeout: float = 30) -> None:
     """Open a gr.Dropdown and click the option whose label contains the text."""
     def option() -> WebElement | None:

@@ -24,6 +24,7 @@ from .pages import (
     choose_brush,
     click_image,
     close_toasts,
+    count_uploads_from_now,
     css,
     draw,
     image_src,
@@ -35,6 +36,7 @@ from .pages import (
     text_of,
     toasts,
     type_into,
+    uploads_counted,
     wait,
     wait_idle,
 )
@@ -92,6 +94,7 @@ def test_annotate_segment_attention_finetune(server: Server, driver: WebDriver, 
     choose_brush(driver, 0)  # background (blue)
     draw(driver, (W, H), [(30, 40), (35, 120), (30, 200)])
     screenshot(driver, artifacts, "01-annotate", DOCS)
+    count_uploads_from_now(driver)
     css(driver, "button#save-btn").click()
     wait(driver, lambda: "Saved revision 1" in text_of(driver, "save-info"), 60, "the save")
     label = label_of(api, image_id)
@@ -107,6 +110,11 @@ def test_annotate_segment_attention_finetune(server: Server, driver: WebDriver, 
     wait(driver, lambda: "Live mask" in text_of(driver, "live-info"), 120, "the live mask after the save")
     assert "labels of 1 image" in text_of(driver, "live-info")
     wait(driver, lambda: image_src(driver, "live-overlay"), 30, "the live mask beside the editor")
+    wait_idle(driver, ignore=("editor",))
+    # the save exported the editor once (background, label layer, composite), and no later event does: Gradio
+    # 6.31 re-exports it on every status change of any event unless webui/gradio_fixes.py is served
+    assert uploads_counted(driver) == 3, uploads_counted(driver)
+    count_uploads_from_now(driver)
     # --- segment tab: the same live mask; the model's own on request -----------------------------------
     open_tab(driver, "Segment")
     wait(driver, lambda: "Live mask" in text_of(driver, "seg-info"), 120, "the live mask on the Segment tab")
@@ -127,6 +135,7 @@ def test_annotate_segment_attention_finetune(server: Server, driver: WebDriver, 
     areas = [int(a.replace(",", "")) for a in re.findall(r"([\d,]+) px", legend)]
     assert len(areas) == 2 and sum(areas) == W * H, legend
     wait_idle(driver)
+    assert uploads_counted(driver) == 0, "segmenting must not export the image editor"
     screenshot(driver, artifacts, "02-segment", DOCS)
 
     # --- uncertainty ----------------------------------------------------------------------------------

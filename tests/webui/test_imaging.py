@@ -15,6 +15,7 @@ from webui.client import ApiError
 from webui.components.learn import compare_md, curve_rows
 from webui.imaging import (
     UNLABELED,
+    class_overlay,
     decode_rgb,
     editor_label,
     entropy_view,
@@ -108,3 +109,17 @@ def test_heatmap_overlay_is_the_one_blend() -> None:
     probs = np.full((2, 4, 5), 0.5, np.float32)
     view, mean, top = entropy_view(rgb, probs, 0.65)
     assert view.dtype == np.uint8 and np.isclose(mean, np.log(2), atol=1e-5) and np.isclose(top, np.log(2))
+
+
+def test_class_overlay_blends_shown_classes_only_and_matches_a_float_blend() -> None:
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    cls = rng.integers(0, 3, (40, 50)).astype(np.uint8)
+    cls[:5] = UNLABELED
+    for visible in (None, {1}):
+        out = class_overlay(rgb, cls, COLORS, 0.45, visible)
+        shown = (cls != UNLABELED) & (np.isin(cls, sorted(visible)) if visible else True)
+        ref = rgb.astype(np.float32)
+        ref[shown] = ref[shown] * 0.55 + np.asarray(COLORS, np.float32)[cls[shown]] * 0.45
+        assert np.array_equal(out, ref.astype(np.uint8))
+        assert np.array_equal(out[~shown], rgb[~shown]), "unlabelled and hidden classes stay uncovered"

@@ -3,7 +3,7 @@
 import functools
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,3 +106,16 @@ def need_image(image: dict[str, Any] | None) -> dict[str, Any]:
     if not image:
         raise gr.Error("Pick an image first (upload one if the project has none).")
     return image
+
+
+def progress_without(outputs: Sequence[Any], *quiet: Any) -> list[Any]:
+    """The components an event shows its progress on: its outputs but ``quiet`` (the image editor).
+
+    Why: Gradio 6.31's page refreshes the state of every component that was ever a progress target on each
+    status change of any event (``update_loading_stati_state`` -> ``update_state`` -> the component's
+    ``get_data``), and the ImageEditor's ``get_data`` renders its background, label layer and composite to
+    PNGs and uploads them. Traced in headless chromium: 13-15 such exports per save cycle, two of them
+    racing each other before the save handler even starts (docs/PERFORMANCE.md, live-mode latency). An
+    editor that is no event's progress target is exported once per save, when the save gathers its inputs.
+    """
+    return [c for c in outputs if all(c is not q for q in quiet)]
