@@ -13,7 +13,10 @@ request, live-head refit on every labelled image, live prediction, PNG transfer 
 in the number. The first save is a warm-up (model load, features of the labelled images). Prints p50/p95
 and writes them, with the command, to ``docs/PERFORMANCE.md`` with ``--write``.
 
-    .venv/bin/python bench/live_latency.py [--labelled 20] [--saves 8] [--size 512] [--write]
+    .venv/bin/python bench/live_latency.py [--labelled 20] [--saves 8] [--size 512] [--write] [--seed]
+
+``--seed`` starts the project from a seed file instead (a trained model's live path: encoder features and the
+MLP head in place of the forest on the filter bank).
 """
 
 from __future__ import annotations
@@ -132,14 +135,31 @@ def main() -> None:
                     help="niceness of the browser's processes (0: none). On one 2-core box the headless browser's "
                          "software-WebGL editor canvas takes 1.1-1.5 cores even while the page is idle (measured), "
                          "CPU that an annotator's browser, on their own machine, does not take from the server")
+    ap.add_argument("--seed", action="store_true",
+                    help="start the project from a seed file (a random MiT-b0 saved as a bundle in the server's "
+                         "pretrained_dir): a trained model's live path (encoder features + MLP head instead of the "
+                         "forest on the filter bank); the time does not depend on the weights")
     args = ap.parse_args()
-    srv = Server(Path(tempfile.mkdtemp(prefix="sasformer-bench-live-")))
+    if args.seed and args.write:
+        ap.error("--write records the default run (a new project's random start); report --seed runs by hand")
+    home = Path(tempfile.mkdtemp(prefix="sasformer-bench-live-"))
+    env = {}
+    if args.seed:
+        from model import ModelConfig, build_sasformer, save_bundle
+        from model.bundle import WEIGHTS_FILE
+
+        bundle = save_bundle(build_sasformer(ModelConfig(num_classes=2)), home / "seed-bundle", {"init": "bench"})
+        (home / "pretrained").mkdir()
+        (bundle / WEIGHTS_FILE).rename(home / "pretrained" / "seed.safetensors")
+        env["SASFORMER_PRETRAINED_DIR"] = str(home / "pretrained")
+    srv = Server(home, env=env)
     driver = None
     try:
         srv.wait_ready()
         api = httpx.Client(base_url=srv.url, timeout=300)
         p = api.post("/projects", json={"name": "live", "variant": "b0", "classes": [
-            {"name": "background", "color": "#0000ff"}, {"name": "object", "color": "#ff0000"}]}).json()
+            {"name": "background", "color": "#0000ff"}, {"name": "object", "color": "#ff0000"}],
+            **({"pretrained": "seed.safetensors"} if args.seed else {})}).json()
         discs, names = {}, []
         for i in range(args.labelled + args.saves + 1):  # +1: the warm-up save
             rgb, discs[i] = scene(args.size, i)
@@ -156,7 +176,7 @@ def main() -> None:
               "(features of every labelled image, first fit)")
         # the same, after a restart of the service: the labelled images' rows are read from disk (RowStore)
         srv.stop()
-        srv = Server(srv.home)
+        srv = Server(srv.home, env=env)
         srv.wait_ready()
         api = httpx.Client(base_url=srv.url, timeout=300)
         t = time.perf_counter()
@@ -210,8 +230,9 @@ def main() -> None:
             if k > 0:
                 times.append(ms)
             print(f"save {k}: {ms:.0f} ms {'(warm-up)' if k == 0 else ''}", flush=True)
+        start = "from a seed file (encoder features + MLP head)" if args.seed else "random (forest on the filter bank)"
         title = (f"save -> refreshed live mask in the browser, {args.size}x{args.size} RGB, project of "
-                 f"{args.labelled}+ labelled images, MiT-b0, headless chromium at nice {args.browser_nice}, "
+                 f"{args.labelled}+ labelled images, MiT-b0 {start}, headless chromium at nice {args.browser_nice}, "
                  f"{len(times)} saves "
                  f"({time.strftime('%Y-%m-%d')})")
         table = "\n".join([
