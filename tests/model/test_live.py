@@ -27,6 +27,7 @@ from model.live import (
     filter_bank_names,
     filter_bank_width,
 )
+from model.live.segmenter import gather_rows
 from tests.model.toy import toy_sample
 
 FAST = HeadConfig(steps=80, refit_steps=40, batch_size=512, max_samples=3000, per_image_class_cap=800)
@@ -347,3 +348,12 @@ def test_stored_rows_replace_featurising_after_a_restart(tmp_path, predictor: Pr
     back_v2 = LiveSegmenter(3, predictor, "v2", TOY, rows=store)
     back_v2.set_labels(samples[0].name, samples[0].image, samples[0].sparse)
     assert back_v2.rows_loaded == 1 and back_v2._records[samples[0].name].enc_version == "v2"
+
+
+def test_gather_rows_equals_indexing_the_concatenation() -> None:
+    rng = np.random.default_rng(0)
+    parts = [rng.normal(size=(n, 3)).astype(np.float16) for n in (5, 0, 7, 1, 4)]
+    whole = np.concatenate(parts)
+    for idx in (np.sort(rng.choice(len(whole), 9, replace=False)), rng.permutation(len(whole))[:6],
+                np.arange(len(whole)), np.zeros(0, np.int64)):
+        assert np.array_equal(gather_rows(parts, idx), whole[idx])
