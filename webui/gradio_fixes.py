@@ -1,4 +1,4 @@
-"""Two fixes to Gradio 6.31's page script that make the image editor export itself once per save, not ~15 times.
+"""Two fixes (three substitutions) to Gradio 6.31's page script: the image editor is exported once per save, not ~15x.
 
 Why this exists. Traced in headless chromium (docs/PERFORMANCE.md, live-mode latency): after the first save,
 every status change of *any* event (pending, each yield, complete; the save's follow-up; opening an image)
