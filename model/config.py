@@ -287,6 +287,10 @@ class TrainConfig:
     brightness: float = 10.0
     contrast: float = 0.0
     hflip: float = 0.5
+    # in-plane rotation of each training sample by up to this many degrees, with probability rotate_prob
+    # (model.data.transforms); 0 = off, the default
+    rotate_deg: float = 0.0
+    rotate_prob: float = 0.5
     # CutMix of images and their scribbles within a batch (model.data.mix); 0 = off, the default
     cutmix_prob: float = 0.0
     # Mean teacher (model.teacher) for the pseudo-label term: its targets come from an exponential moving
@@ -324,6 +328,9 @@ class TrainConfig:
             raise ValueError(f"keep_base_weight must be >= 0, got {self.keep_base_weight}")
         if self.keep_base_weight > 0 and not self.init_bundle:
             raise ValueError("keep_base_weight keeps a fine-tune close to a trained model: set init_bundle")
+        if not (0.0 <= self.rotate_deg <= 180.0 and 0.0 <= self.rotate_prob <= 1.0):
+            raise ValueError(f"rotate_deg must be in [0, 180] and rotate_prob in [0, 1], "
+                             f"got {self.rotate_deg} and {self.rotate_prob}")
         if not 0.0 <= self.ema_teacher_decay < 1.0:
             raise ValueError(f"ema_teacher_decay must be in [0, 1), got {self.ema_teacher_decay}")
         if self.ema_teacher_decay > 0 and not (self.loss.pseudo_weight > 0 and self.loss.stages):

@@ -338,6 +338,7 @@ def _make_loader(cfg: TrainConfig, train_data: DatasetSplit, mcfg: ModelConfig, 
     """The augmented training batches from micro-step ``start_step * grad_accum`` on (see StepBatchSampler)."""
     transform = TrainTransform(crop_size=cfg.crop_size, scale_range=cfg.scale_range, hflip_prob=cfg.hflip,
                                brightness=cfg.brightness, contrast=cfg.contrast,
+                               rotate_deg=cfg.rotate_deg, rotate_prob=cfg.rotate_prob,
                                ignore_index=cfg.loss.ignore_index)
     dataset = SparseSegDataset(train_data, transform, mcfg.mean, mcfg.std, target=cfg.data.target, seed=cfg.seed)
     sampler = StepBatchSampler(len(dataset), cfg.batch_size, start_step * cfg.grad_accum,

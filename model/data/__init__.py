@@ -19,7 +19,14 @@ from model.data.simulate import (
     simulate_points,
     simulate_scribbles,
 )
-from model.data.transforms import EvalTransform, TrainTransform, Transform, resize_image, resize_label
+from model.data.transforms import (
+    EvalTransform,
+    TrainTransform,
+    Transform,
+    resize_image,
+    resize_label,
+    rotate_pair,
+)
 
 __all__ = [
     "CAMVID_CLASSES",
@@ -41,6 +48,7 @@ __all__ = [
     "report",
     "resize_image",
     "resize_label",
+    "rotate_pair",
     "simulate_dataset",
     "simulate_points",
     "simulate_scribbles",

@@ -23,6 +23,8 @@ declare -A arms=(
   [stage2_mt]="mscmr_sasformer loss.stages=[2] loss.pseudo_weight=0.5 loss.pseudo_threshold=0.9 loss.pseudo_warmup_steps=300 ema_teacher_decay=0.99"
   [stage2_mix]="mscmr_sasformer loss.stages=[2] cutmix_prob=0.5"
   [pce_mix]="mscmr_pce cutmix_prob=0.5"
+  [pce_rot]="mscmr_pce rotate_deg=20 rotate_prob=0.5"
+  [stage2_rot]="mscmr_sasformer loss.stages=[2] rotate_deg=20 rotate_prob=0.5"
 )
 seeds="0"; folds="0 1 2 3 4"
 while [ $# -gt 0 ]; do

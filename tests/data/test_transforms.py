@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.data import EvalTransform, TrainTransform, resize_image, resize_label
+from model.data import EvalTransform, TrainTransform, resize_image, resize_label, rotate_pair
 
 COLORS = np.array([[250, 0, 0], [0, 250, 0], [0, 0, 250], [250, 250, 0]], np.uint8)
 
@@ -106,3 +106,39 @@ def test_transforms_are_reproducible_and_eval_is_identity():
     np.testing.assert_array_equal(a[1], b[1])
     e_img, e_lab = EvalTransform()(img, lab, np.random.default_rng(0))
     assert e_img is img and e_lab is lab
+
+
+def test_rotate_pair_keeps_image_and_label_aligned_and_scribbles_thin():
+    lab = np.full((96, 96), 255, np.uint8)
+    lab[30:66, 30:66] = 2  # a labelled square, painted in the image too
+    lab[80, 10:86] = 1  # a one-pixel scribble
+    img = np.zeros((96, 96, 3), np.uint8)
+    img[lab == 2] = 200
+    img[lab == 1] = 100
+    r_img, r_lab = rotate_pair(img, lab, 15.0)
+    assert r_img.shape == img.shape and r_lab.shape == lab.shape and r_lab.dtype == np.uint8
+    assert set(np.unique(r_lab)) <= {1, 2, 255}  # nearest: no blended class values
+    inside = r_lab == 2
+    assert abs(int(inside.sum()) - 36 * 36) < 36 * 36 * 0.05  # a rotation keeps the area
+    assert (r_img[inside][:, 0] > 150).mean() > 0.95  # the image's square is where the label's is
+    assert 0.8 * 76 <= (r_lab == 1).sum() <= 1.2 * 76  # the scribble keeps about its pixel count
+    assert not np.array_equal(r_lab, lab)
+    np.testing.assert_array_equal(rotate_pair(img, lab, 0.0)[1], lab)
+
+
+def test_rotation_fills_corners_black_and_unlabeled_and_off_by_default_replays():
+    lab = np.zeros((64, 64), np.uint8)
+    img = np.full((64, 64, 3), 120, np.uint8)
+    t = TrainTransform(crop_size=64, scale_range=(1.0, 1.0), hflip_prob=0.0, brightness=0,
+                       rotate_deg=30.0, rotate_prob=1.0)
+    out_img, out_lab = t(img, lab, np.random.default_rng(1))
+    corners = out_lab == 255
+    assert corners.any() and (out_img[corners] == 0).all()
+    # rotation off draws nothing from the generator: runs made before it existed replay exactly
+    base = TrainTransform(crop_size=50)
+    lab2 = blocky_label()
+    a = base(COLORS[lab2], lab2, np.random.default_rng(3))
+    b = TrainTransform(crop_size=50, rotate_deg=0.0, rotate_prob=1.0)(COLORS[lab2], lab2, np.random.default_rng(3))
+    np.testing.assert_array_equal(a[1], b[1])
+    with pytest.raises(ValueError, match="rotate_deg"):
+        TrainTransform(crop_size=8, rotate_deg=200.0)
