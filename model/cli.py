@@ -230,6 +230,36 @@ def train(
         raise typer.Exit(130)
 
 
+@app.command()
+def pretrain(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (configs/*_simmim.yaml).")]
+    = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="Override: --set data.fold=0 --set seed=1.")]
+    = None,
+    out_dir: Annotated[str | None, typer.Option(help="Run directory (default: the config's out_dir).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue exactly from <out_dir>/checkpoint.pt.")] = False,
+) -> None:
+    """Self-supervised SimMIM pretraining of the encoder on the training images (no labels used); writes
+    <out_dir>/encoder.safetensors, which `sasformer train --set pretrained=<file>` and seed models load."""
+    from .data import DatasetError
+    from .simmim import PretrainConfig
+    from .simmim import pretrain as run_pretrain
+    from .train import TrainingError
+
+    data = load_train_config(config, overrides or [])
+    if out_dir is not None:
+        data["out_dir"] = out_dir
+    try:
+        cfg = PretrainConfig.from_dict(data)
+        result = run_pretrain(cfg, resume=resume)
+    except (TrainingError, DatasetError, ValueError, TypeError) as e:
+        fail(str(e))
+    loss = f", masked-pixel L1 {result.loss:.4f}" if result.loss is not None else ""
+    console.print(f"{result.status} after {result.steps_done} steps{loss}; encoder: {result.encoder_file}")
+    if result.status == "interrupted":
+        raise typer.Exit(130)
+
+
 @app.command("eval")
 def evaluate_cmd(
     model: Annotated[Path, typer.Option("--model", "-m", help="Model bundle directory.")],

@@ -9,7 +9,7 @@ JSON/YAML without custom code.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 from .colors import default_palette
 
@@ -344,7 +344,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, d: dict[str, Any]) -> Self:  # Self: PretrainConfig (model.simmim) extends it
         return cls(**_known_fields(cls, d, "training config keys"))
 
     # ---- the interactive (fine-tune job) recipe -------------------------------------------------
