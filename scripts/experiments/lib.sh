@@ -26,3 +26,18 @@ eval_bundle() {
     || { echo "EVAL FAILED: see $out.log"; return 1; }
   rm -rf "$out/predictions"   # the report is what the summaries read; the PNGs are megabytes per run
 }
+
+# run_pretrain OUT CONFIG [--set k=v ...]: SimMIM-pretrains an encoder into OUT/encoder.safetensors (log in OUT.log);
+# skipped when OUT finished, resumed when cut.
+run_pretrain() {
+  local out="$1" config="$2"
+  shift 2
+  if grep -qs '"event": "end", "status": "completed"' "$out/metrics.jsonl"; then echo "skip $out (done)"; return 0; fi
+  local resume=()
+  [ -f "$out/checkpoint.pt" ] && resume=(--resume)
+  mkdir -p "$(dirname "$out")"
+  echo "== $(date -u +%FT%TZ) pretrain $config $* -> $out"
+  .venv/bin/sasformer pretrain -c "configs/$config.yaml" "$@" --out-dir "$out" "${resume[@]}" > "$out.log" 2>&1 \
+    || { echo "FAILED: see $out.log"; return 1; }
+  tail -n 1 "$out.log"
+}

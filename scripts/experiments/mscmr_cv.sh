@@ -16,6 +16,8 @@ source scripts/experiments/lib.sh
 FOLDS=configs/folds/mscmr_train_5fold.json
 DATA=mscmr:../shared/data/mscmr_scribble
 # arm -> "config [key=value ...]"; every SASFormer arm is experiment 1's recipe with the named change.
+# @simmim stands for the encoder that SimMIM pretraining (configs/mscmr_simmim.yaml) makes from the same fold's
+# training images at the same seed, runs/mscmrcv_simmim_f<fold>_s<seed>/ (made first, once per fold and seed).
 declare -A arms=(
   [pce]="mscmr_pce"
   [stage2]="mscmr_sasformer loss.stages=[2]"
@@ -25,6 +27,8 @@ declare -A arms=(
   [pce_mix]="mscmr_pce cutmix_prob=0.5"
   [pce_rot]="mscmr_pce rotate_deg=20 rotate_prob=0.5"
   [stage2_rot]="mscmr_sasformer loss.stages=[2] rotate_deg=20 rotate_prob=0.5"
+  [pce_ssl]="mscmr_pce pretrained=@simmim"
+  [stage2_ssl]="mscmr_sasformer loss.stages=[2] pretrained=@simmim"
 )
 seeds="0"; folds="0 1 2 3 4"
 while [ $# -gt 0 ]; do
@@ -42,6 +46,11 @@ for seed in $seeds; do
   for fold in $folds; do
     for arm in "$@"; do
       read -r config kvs <<< "${arms[$arm]}"
+      if [[ "$kvs" == *@simmim* ]]; then
+        ssl="runs/mscmrcv_simmim_f${fold}_s${seed}"
+        run_pretrain "$ssl" mscmr_simmim --set "seed=$seed" --set "data.folds=$FOLDS" --set "data.fold=$fold"
+        kvs="${kvs//@simmim/$ssl/encoder.safetensors}"
+      fi
       sets=(--set "seed=$seed" --set "data.folds=$FOLDS" --set "data.fold=$fold")
       for kv in $kvs; do sets+=(--set "$kv"); done
       out="runs/mscmrcv_${arm}_f${fold}_s${seed}"
