@@ -4,15 +4,23 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 # One thread per run: on this 2-core machine other work shares the CPU, and oversubscribed BLAS
 # threads cost far more than they bring. Override with OMP_NUM_THREADS=2 on an idle machine.
 
-run_experiment() {
-  local out="$1" config="$2"
-  shift 2
-  if [ -f "$out/last/bundle.json" ]; then echo "skip $out (done)"; return 0; fi
+run_experiment() { run_cli train "$@"; }
+
+# run_pretrain OUT CONFIG [--set k=v ...]: SimMIM-pretrains an encoder into OUT/encoder.safetensors, the same way.
+run_pretrain() { run_cli pretrain "$@"; }
+
+# run_cli SUBCOMMAND OUT CONFIG [--set k=v ...]: `sasformer SUBCOMMAND -c configs/CONFIG.yaml` into OUT, log in
+# OUT.log; skipped when OUT's metrics.jsonl records a completed end (a run stopped early is not done), resumed
+# from OUT/checkpoint.pt when cut.
+run_cli() {
+  local cmd="$1" out="$2" config="$3"
+  shift 3
+  if grep -qs '"event": "end", "status": "completed"' "$out/metrics.jsonl"; then echo "skip $out (done)"; return 0; fi
   local resume=()
   [ -f "$out/checkpoint.pt" ] && resume=(--resume)
   mkdir -p "$(dirname "$out")"
-  echo "== $(date -u +%FT%TZ) $config $* -> $out"
-  .venv/bin/sasformer train -c "configs/$config.yaml" "$@" --out-dir "$out" "${resume[@]}" > "$out.log" 2>&1 \
+  echo "== $(date -u +%FT%TZ) $cmd $config $* -> $out"
+  .venv/bin/sasformer "$cmd" -c "configs/$config.yaml" "$@" --out-dir "$out" "${resume[@]}" > "$out.log" 2>&1 \
     || { echo "FAILED: see $out.log"; return 1; }
   tail -n 1 "$out.log"
 }
@@ -25,19 +33,4 @@ eval_bundle() {
   .venv/bin/sasformer eval -m "$bundle" "$@" -o "$out" > "$out.log" 2>&1 \
     || { echo "EVAL FAILED: see $out.log"; return 1; }
   rm -rf "$out/predictions"   # the report is what the summaries read; the PNGs are megabytes per run
-}
-
-# run_pretrain OUT CONFIG [--set k=v ...]: SimMIM-pretrains an encoder into OUT/encoder.safetensors (log in OUT.log);
-# skipped when OUT finished, resumed when cut.
-run_pretrain() {
-  local out="$1" config="$2"
-  shift 2
-  if grep -qs '"event": "end", "status": "completed"' "$out/metrics.jsonl"; then echo "skip $out (done)"; return 0; fi
-  local resume=()
-  [ -f "$out/checkpoint.pt" ] && resume=(--resume)
-  mkdir -p "$(dirname "$out")"
-  echo "== $(date -u +%FT%TZ) pretrain $config $* -> $out"
-  .venv/bin/sasformer pretrain -c "configs/$config.yaml" "$@" --out-dir "$out" "${resume[@]}" > "$out.log" 2>&1 \
-    || { echo "FAILED: see $out.log"; return 1; }
-  tail -n 1 "$out.log"
 }
