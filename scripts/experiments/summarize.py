@@ -13,7 +13,8 @@ eval reports in ``eval/``): per arm and evaluation-time option (plain, flip, lcc
 volume Dice over the held-out subjects of the finished folds (scored on their scribble pixels) and
 over the 5 val subjects (dense masks), mean +- sample std over seeds; then, for each ``--pair A,B``
 (``arm`` or ``arm@option``), the per-subject differences B - A (each subject's score averaged over
-the seeds both have) with a Wilcoxon signed-rank and a paired t-test. Subjects, not seeds, are the
+the (seed, fold) runs both have, so a one-fold screen meets its parent's same-fold models on val) with a
+Wilcoxon signed-rank and a paired t-test. Subjects, not seeds, are the
 paired units: the question is whether a setting helps on unseen subjects.
 
     .venv/bin/python scripts/experiments/summarize.py mscmrcv --cv --pair pce,stage2 --pair stage2,stage2@lcc
@@ -44,15 +45,15 @@ def _subject_scores(report: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def _cv_runs(runs: Path, prefix: str) -> dict[tuple[str, str, str], dict[int, dict[str, float]]]:
-    """``{(arm, post, where): {seed: {subject: score}}}`` over finished runs, where = heldout | val.
+def _cv_runs(runs: Path, prefix: str) -> dict[tuple[str, str, str], dict[tuple[int, int], dict[str, float]]]:
+    """``{(arm, post, where): {(seed, fold): {subject: score}}}`` over finished runs, where = heldout | val.
 
-    A held-out subject is scored by the one run whose fold holds it out; a val subject by every fold's
-    run, and its score is their mean (one number per subject per seed, like the held-out ones).
+    A held-out subject is scored by the one run whose fold holds it out; a val subject by every fold's run.
+    Keeping the run (seed, fold) lets a comparison pair the same runs of two arms: a screen on fold 0 is set
+    against its parent's fold-0 models on val, not against the mean of the parent's five.
     """
     pattern = re.compile(rf"^{re.escape(prefix)}_(?P<arm>.+)_f(?P<fold>\d+)_s(?P<seed>\d+)$")
-    lists: dict[tuple[str, str, str], dict[int, dict[str, list[float]]]] = defaultdict(
-        lambda: defaultdict(lambda: defaultdict(list)))
+    out: dict[tuple[str, str, str], dict[tuple[int, int], dict[str, float]]] = defaultdict(dict)
     for d in sorted(runs.iterdir()) if runs.is_dir() else []:
         m = pattern.match(d.name)
         meta = d / "last" / "bundle.json"
@@ -62,10 +63,18 @@ def _cv_runs(runs: Path, prefix: str) -> dict[tuple[str, str, str], dict[int, di
             for post in POSTS:
                 rep = d / "eval" / f"{where}_{post}" / "report.json"
                 if rep.is_file():
-                    for subject, v in _subject_scores(json.loads(rep.read_text())).items():
-                        lists[(m["arm"], post, where)][int(m["seed"])][subject].append(v)
-    return {key: {seed: {subj: statistics.mean(v) for subj, v in per.items()} for seed, per in seeds.items()}
-            for key, seeds in lists.items()}
+                    out[(m["arm"], post, where)][(int(m["seed"]), int(m["fold"]))] = \
+                        _subject_scores(json.loads(rep.read_text()))
+    return dict(out)
+
+
+def _per_seed(runs: dict[tuple[int, int], dict[str, float]]) -> dict[int, dict[str, float]]:
+    """One score per subject per seed: a held-out subject has one run; a val subject is averaged over folds."""
+    lists: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for (seed, _), scores in runs.items():
+        for subject, v in scores.items():
+            lists[seed][subject].append(v)
+    return {seed: {subj: statistics.mean(v) for subj, v in per.items()} for seed, per in lists.items()}
 
 
 def _fmt(vals: list[float]) -> str:
@@ -75,15 +84,16 @@ def _fmt(vals: list[float]) -> str:
     return f"{statistics.mean(vals):.4f} ± {sd:.4f}"
 
 
-def _paired(a: dict[int, dict[str, float]], b: dict[int, dict[str, float]]) -> tuple[list[float], list[int]]:
-    """Per-subject B - A, each subject's scores averaged over the seeds where both arms scored it."""
-    seeds = sorted(set(a) & set(b))
+def _paired(a: dict[tuple[int, int], dict[str, float]],
+            b: dict[tuple[int, int], dict[str, float]]) -> tuple[list[float], list[tuple[int, int]]]:
+    """Per-subject B - A, each subject's scores averaged over the (seed, fold) runs that both arms have."""
+    common = sorted(set(a) & set(b))
     diffs = []
-    for subject in sorted({s for seed in seeds for s in a[seed]}):
-        pairs = [(a[s][subject], b[s][subject]) for s in seeds if subject in a[s] and subject in b[s]]
+    for subject in sorted({s for run in common for s in a[run]}):
+        pairs = [(a[r][subject], b[r][subject]) for r in common if subject in a[r] and subject in b[r]]
         if pairs:
             diffs.append(statistics.mean(y for _, y in pairs) - statistics.mean(x for x, _ in pairs))
-    return diffs, seeds
+    return diffs, common
 
 
 def cv_summary(runs: Path, prefix: str, pairs: list[str]) -> None:
@@ -105,7 +115,8 @@ def cv_summary(runs: Path, prefix: str, pairs: list[str]) -> None:
     print("|---|---|---|---|---|---|")
     for arm in arms:
         for post in POSTS:
-            held, val = data.get((arm, post, "heldout"), {}), data.get((arm, post, "val"), {})
+            held = _per_seed(data.get((arm, post, "heldout"), {}))
+            val = _per_seed(data.get((arm, post, "val"), {}))
             if not held and not val:
                 continue
             n_subj = "/".join(map(str, sorted({len(v) for v in held.values()}))) or "-"
@@ -115,9 +126,9 @@ def cv_summary(runs: Path, prefix: str, pairs: list[str]) -> None:
     for pair in pairs:
         left, _, right = pair.partition(",")
         (arm_a, _, post_a), (arm_b, _, post_b) = left.partition("@"), right.partition("@")
-        print(f"\n{right} - {left} (per-subject differences, mean over common seeds):")
+        print(f"\n{right} - {left} (per-subject differences, mean over the runs both arms have):")
         for where in ("heldout", "val"):
-            diffs, seeds = _paired(data.get((arm_a, post_a or "plain", where), {}),
+            diffs, common = _paired(data.get((arm_a, post_a or "plain", where), {}),
                                    data.get((arm_b, post_b or "plain", where), {}))
             if len(diffs) < 2:
                 print(f"  {where}: fewer than two paired subjects")
@@ -126,7 +137,8 @@ def cv_summary(runs: Path, prefix: str, pairs: list[str]) -> None:
             w_p = stats.wilcoxon(nonzero).pvalue if len(nonzero) >= 2 else math.nan
             t_p = stats.ttest_rel([0.0] * len(diffs), diffs).pvalue if statistics.pstdev(diffs) > 0 else math.nan
             wins = sum(d > 0 for d in diffs)
-            print(f"  {where}: n={len(diffs)} subjects, seeds {seeds}: mean diff {statistics.mean(diffs):+.4f} "
+            runs_ = " ".join(f"f{f}_s{sd}" for sd, f in common)
+            print(f"  {where}: n={len(diffs)} subjects, runs {runs_}: mean diff {statistics.mean(diffs):+.4f} "
                   f"(median {statistics.median(diffs):+.4f}), B better on {wins}/{len(diffs)}, "
                   f"Wilcoxon p={w_p:.3g}, paired t p={t_p:.3g}")
 

@@ -35,17 +35,24 @@ def test_cv_runs_pool_heldout_subjects_and_average_val_over_folds(tmp_path: Path
     _run(tmp_path, "cv_a_f1_s0", {"heldout_plain": {"s3": 0.2}, "val_plain": {"v": 0.8}})
     _run(tmp_path, "cv_a_f2_s0", {"heldout_plain": {"s9": 1.0}}, status="stopped")  # unfinished: ignored
     data = mod._cv_runs(tmp_path, "cv")
-    held = data[("a", "plain", "heldout")][0]
+    assert set(data[("a", "plain", "heldout")]) == {(0, 0), (0, 1)}  # runs by (seed, fold)
+    held = mod._per_seed(data[("a", "plain", "heldout")])[0]
     assert held == pytest.approx({"s1": 0.6, "s2": 0.5, "s3": 0.4})  # mean of RV, Myo, LV; bg excluded
-    assert data[("a", "plain", "val")][0] == pytest.approx({"v": 0.5})  # (0.2 and 0.8 -> 0.5, Myo, LV) / 3
+    val = mod._per_seed(data[("a", "plain", "val")])[0]
+    assert val == pytest.approx({"v": 0.5})  # (0.2 and 0.8 -> 0.5, Myo, LV) / 3
 
 
-def test_paired_differences_are_per_subject_over_common_seeds(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_paired_differences_are_per_subject_over_common_runs(tmp_path: Path, capsys) -> None:  # noqa: ANN001
     mod = _load()
-    a = {0: {"s1": 0.5, "s2": 0.6, "s3": 0.7}, 1: {"s1": 0.7, "s2": 0.6, "s3": 0.7}}
-    b = {0: {"s1": 0.6, "s2": 0.6, "s3": 0.9}, 2: {"s1": 0.0, "s2": 0.0, "s3": 0.0}}  # seed 2 has no partner
-    diffs, seeds = mod._paired(a, b)
-    assert seeds == [0] and diffs == pytest.approx([0.1, 0.0, 0.2])
+    a = {(0, 0): {"s1": 0.5, "s2": 0.6, "s3": 0.7}, (1, 0): {"s1": 0.7, "s2": 0.6, "s3": 0.7}}
+    b = {(0, 0): {"s1": 0.6, "s2": 0.6, "s3": 0.9}, (2, 0): {"s1": 0.0, "s2": 0.0, "s3": 0.0}}  # no partner
+    diffs, common = mod._paired(a, b)
+    assert common == [(0, 0)] and diffs == pytest.approx([0.1, 0.0, 0.2])
+    # val: a one-fold screen meets the parent's same-fold model only, not the mean of its five folds
+    parent = {(0, f): {"v1": 0.8 + 0.01 * f, "v2": 0.7} for f in range(5)}
+    screen = {(0, 0): {"v1": 0.81, "v2": 0.72}}
+    diffs, common = mod._paired(parent, screen)
+    assert common == [(0, 0)] and diffs == pytest.approx([0.01, 0.02])
     for seed in range(3):
         _run(tmp_path, f"cv_pce_f0_s{seed}", {"heldout_plain": {f"s{i}": 0.5 + 0.01 * i for i in range(6)}})
         _run(tmp_path, f"cv_new_f0_s{seed}", {"heldout_plain": {f"s{i}": 0.6 + 0.02 * i for i in range(6)}})
