@@ -76,7 +76,9 @@ class WorkerEnv:
         return self.client.app.state.ctx  # type: ignore[attr-defined]
 
     # ---- worker processes -------------------------------------------------------------------------
-    def start_worker(self, timeout: float = 90) -> subprocess.Popen[bytes]:
+    def start_worker(self, timeout: float = 180) -> subprocess.Popen[bytes]:
+        # 180 s: on this 2-core machine with training runs beside the suite, a cold worker (its pool processes
+        # import torch and the model) once took over 90 s to log "ready."; a worker that never starts still fails
         self.n += 1
         logf = self.home / f"worker-{self.n}.log"
         name = f"w{self.n}-{uuid.uuid4().hex[:6]}@%h"
