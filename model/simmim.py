@@ -21,10 +21,11 @@ import json
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -150,6 +151,13 @@ def _save_encoder(model: SimMIM, path: Path, meta: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _labels_optional(data: DatasetSplit, ignore_index: int) -> DatasetSplit:
+    """Labels play no part in pretraining: an image without any gets an all-unlabeled map, so the shared
+    training loader (which wants a sparse label per sample) takes unlabeled image folders too."""
+    return data.with_samples([s if s.sparse is not None else
+                              replace(s, sparse=np.full(s.image.shape[:2], ignore_index, np.uint8)) for s in data])
+
+
 def pretrain(cfg: PretrainConfig, train_data: DatasetSplit | None = None, resume: bool = False,
              progress_bar: bool = True) -> PretrainResult:
     """Pretrain the encoder with SimMIM; writes ``checkpoint.pt``, ``metrics.jsonl``, ``config.json`` and
@@ -157,6 +165,8 @@ def pretrain(cfg: PretrainConfig, train_data: DatasetSplit | None = None, resume
     masks and RNG), so a run cut by a session's end loses at most ``ckpt_every`` steps."""
     if train_data is None:
         train_data, _ = load_data(cfg)  # with folds: the training folds only, never the held-out subjects
+    train_data = _labels_optional(train_data, cfg.loss.ignore_index)
+    cfg = replace(cfg, data=replace(cfg.data, target="sparse"))  # the shared loader reads sparse labels
     place = _place(cfg)
     if place.distributed:
         raise TrainingError("SimMIM pretraining runs in one process; start it without torchrun")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,7 @@ def report_tensor(path: Path, key: str) -> torch.Tensor:
 def test_resume_continues_exactly(tmp_path):
     torch.set_num_threads(1)
     data = toy_split(6)
+    data = data.with_samples([replace(s, sparse=None) if i % 2 else s for i, s in enumerate(data)])  # unlabeled too
     straight = pretrain(_cfg(tmp_path / "a", steps=20), train_data=data, progress_bar=False)
     first = pretrain(_cfg(tmp_path / "b", steps=20, time_budget_s=0.0), train_data=data, progress_bar=False)
     assert first.status == "time_budget" and first.steps_done == 1
