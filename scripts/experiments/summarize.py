@@ -6,7 +6,10 @@ class's score and of the mean. The final step is reported, not the best step on 
 checkpoints on the split we report on would flatter every arm (the public code's mistake).
 
     .venv/bin/python scripts/experiments/summarize.py mscmr --metric volume_dice
-    .venv/bin/python scripts/experiments/summarize.py camvid_scribbles --metric miou
+    .venv/bin/python scripts/experiments/summarize.py camvid_scribbles --metric miou --pair pce,stage2 --ratio pce,full
+
+Without ``--cv``, ``--pair A,B`` prints the per-seed differences B - A of the mean score (the seeds both arms
+have) and ``--ratio A,B`` the ratio of the arms' mean scores (scribbles over full supervision).
 
 ``--cv`` summarises the cross-validation runs of ``mscmr_cv.sh`` (``runs/<prefix>_<arm>_f<fold>_s<seed>/``,
 eval reports in ``eval/``): per arm and evaluation-time option (plain, flip, lcc, flip_lcc), the mean
@@ -143,21 +146,11 @@ def cv_summary(runs: Path, prefix: str, pairs: list[str]) -> None:
                   f"Wilcoxon p={w_p:.3g}, paired t p={t_p:.3g}")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("prefix", help="run name prefix, e.g. mscmr")
-    ap.add_argument("--runs", type=Path, default=Path("runs"))
-    ap.add_argument("--metric", choices=["volume_dice", "miou", "dice"], default="volume_dice")
-    ap.add_argument("--cv", action="store_true", help="cross-validation runs of mscmr_cv.sh (volume Dice)")
-    ap.add_argument("--pair", action="append", default=[], metavar="A,B",
-                    help="with --cv: paired test of B - A per subject; arms as ARM or ARM@plain|flip|lcc|flip_lcc")
-    args = ap.parse_args()
-    if args.cv:
-        cv_summary(args.runs, args.prefix, args.pair)
-        return
-    pattern = re.compile(rf"^{re.escape(args.prefix)}_(?P<arm>.+)_s(?P<seed>\d+)$")
-    per_arm: dict[str, dict[int, dict]] = defaultdict(dict)
-    for d in sorted(args.runs.iterdir()):
+def seed_runs(runs: Path, prefix: str, metric: str) -> dict[str, dict[int, dict[str, float | None]]]:
+    """``{arm: {seed: {class: score, ..., "mean": score}}}`` from the final-step reports of finished runs."""
+    pattern = re.compile(rf"^{re.escape(prefix)}_(?P<arm>.+)_s(?P<seed>\d+)$")
+    per_arm: dict[str, dict[int, dict[str, float | None]]] = defaultdict(dict)
+    for d in sorted(runs.iterdir()) if runs.is_dir() else []:
         m = pattern.match(d.name)
         meta = d / "last" / "bundle.json"
         if not m or not meta.is_file():
@@ -166,31 +159,79 @@ def main() -> None:
         report = prov["metrics"]["report"]
         if prov["status"] != "completed" or report is None:
             continue
-        if args.metric == "volume_dice":
+        if metric == "volume_dice":
             per_class = report["volume_dice_per_class"]
             mean = report["mean_volume_dice"]
         else:
-            key = "iou" if args.metric == "miou" else "dice"
+            key = "iou" if metric == "miou" else "dice"
             per_class = {c: v[key] for c, v in report["per_class"].items()}
-            mean = report["miou"] if args.metric == "miou" else report["mean_dice"]
+            mean = report["miou"] if metric == "miou" else report["mean_dice"]
         excluded = set(report.get("excluded_from_mean", []))
         per_class = {c: v for c, v in per_class.items() if c not in excluded}
         per_arm[m["arm"]][int(m["seed"])] = {**per_class, "mean": mean}
     if not per_arm:
-        raise SystemExit(f"no completed runs named {args.prefix}_<arm>_s<seed> under {args.runs}")
+        raise SystemExit(f"no completed runs named {prefix}_<arm>_s<seed> under {runs}")
+    return dict(per_arm)
+
+
+def seed_summary(per_arm: dict[str, dict[int, dict[str, float | None]]], pairs: list[str],
+                 ratios: list[str]) -> None:
+    """Per arm mean +- std over seeds; ``--pair A,B``: per-seed B - A of the mean score over the seeds both
+    arms have (same seed = same init and data order); ``--ratio A,B``: mean(A) / mean(B) over those seeds.
+
+    Seeds are the paired units here: CamVid's val frames are consecutive frames of a few drives, not
+    independent units, and mIoU is a dataset-level score.
+    """
     columns = list(next(iter(next(iter(per_arm.values())).values())))
     print(f"| arm | seeds | {' | '.join(columns)} |")
     print("|---|---|" + "---|" * len(columns))
     for arm, seeds in sorted(per_arm.items()):
         cells = []
         for c in columns:
-            vals = [s[c] for s in seeds.values() if s[c] is not None]
+            vals = [v for s in seeds.values() if (v := s[c]) is not None]
             sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
             cells.append(f"{statistics.mean(vals):.3f} ± {sd:.3f}" if vals else "n/a")
         print(f"| {arm} | {','.join(str(s) for s in sorted(seeds))} | {' | '.join(cells)} |")
     print()
     for arm, seeds in sorted(per_arm.items()):
         print(f"{arm}: " + ", ".join(f"s{s}={v['mean']:.4f}" for s, v in sorted(seeds.items())))
+    for spec, what in [(p, "pair") for p in pairs] + [(r, "ratio") for r in ratios]:
+        a, _, b = spec.partition(",")
+        if a not in per_arm or b not in per_arm:
+            print(f"\n{spec}: arm {(a if a not in per_arm else b)!r} has no finished run")
+            continue
+        common = sorted(set(per_arm[a]) & set(per_arm[b]))
+        xs = [float(per_arm[a][s]["mean"] or 0.0) for s in common]
+        ys = [float(per_arm[b][s]["mean"] or 0.0) for s in common]
+        if not common:
+            print(f"\n{spec}: no seed in common")
+        elif what == "pair":
+            diffs = [y - x for x, y in zip(xs, ys, strict=True)]
+            per_seed = ", ".join(f"s{s} {d:+.4f}" for s, d in zip(common, diffs, strict=True))
+            wins = sum(d > 0 for d in diffs)
+            print(f"\n{b} - {a} per seed ({per_seed}): mean {_fmt(diffs)}, {b} better at {wins}/{len(diffs)} seeds")
+        else:
+            mx, my = statistics.mean(xs), statistics.mean(ys)
+            print(f"\n{a} / {b} over seeds {','.join(map(str, common))}: {mx:.4f} / {my:.4f} = {mx / my:.3f} "
+                  f"(per seed {', '.join(f'{x / y:.3f}' for x, y in zip(xs, ys, strict=True))})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("prefix", help="run name prefix, e.g. mscmr")
+    ap.add_argument("--runs", type=Path, default=Path("runs"))
+    ap.add_argument("--metric", choices=["volume_dice", "miou", "dice"], default="volume_dice")
+    ap.add_argument("--cv", action="store_true", help="cross-validation runs of mscmr_cv.sh (volume Dice)")
+    ap.add_argument("--pair", action="append", default=[], metavar="A,B",
+                    help="paired B - A: with --cv per subject (arms as ARM or ARM@plain|flip|lcc|flip_lcc), "
+                         "otherwise per seed")
+    ap.add_argument("--ratio", action="append", default=[], metavar="A,B",
+                    help="without --cv: mean score of A over that of B, over the seeds both have")
+    args = ap.parse_args()
+    if args.cv:
+        cv_summary(args.runs, args.prefix, args.pair)
+        return
+    seed_summary(seed_runs(args.runs, args.prefix, args.metric), args.pair, args.ratio)
 
 
 if __name__ == "__main__":

@@ -60,3 +60,29 @@ def test_paired_differences_are_per_subject_over_common_runs(tmp_path: Path, cap
     out = capsys.readouterr().out
     assert "| new | plain | 0,1,2 | 6 |" in out
     assert "B better on 6/6" in out and "Wilcoxon p=0.0312" in out  # 6 of 6 positive: exact two-sided p 2/64
+
+
+def _seed_run(runs: Path, name: str, miou: float, status: str = "completed") -> None:
+    (runs / name / "last").mkdir(parents=True)
+    report = {"miou": miou, "mean_dice": 0.0, "per_class": {"Sky": {"iou": miou, "dice": 0.0}}}
+    (runs / name / "last" / "bundle.json").write_text(
+        json.dumps({"provenance": {"status": status, "metrics": {"report": report}}}))
+
+
+def test_seed_summary_pairs_and_ratios_over_common_seeds(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    mod = _load()
+    for seed, (p, s, f) in enumerate([(0.20, 0.25, 0.30), (0.22, 0.21, 0.28), (0.24, 0.30, 0.32)]):
+        _seed_run(tmp_path, f"cam_pce_s{seed}", p)
+        _seed_run(tmp_path, f"cam_stage2_s{seed}", s)
+        if seed < 2:
+            _seed_run(tmp_path, f"cam_full_s{seed}", f)
+    _seed_run(tmp_path, "cam_stage2_s7", 0.9, status="stopped")  # unfinished: ignored
+    per_arm = mod.seed_runs(tmp_path, "cam", "miou")
+    assert sorted(per_arm["stage2"]) == [0, 1, 2]
+    mod.seed_summary(per_arm, ["pce,stage2", "pce,nothere"], ["pce,full"])
+    out = capsys.readouterr().out
+    assert "| pce | 0,1,2 | 0.220 ± 0.020 | 0.220 ± 0.020 |" in out
+    assert "stage2 - pce per seed (s0 +0.0500, s1 -0.0100, s2 +0.0600): mean 0.0333 ± 0.0379" in out
+    assert "stage2 better at 2/3 seeds" in out
+    assert "pce / full over seeds 0,1: 0.2100 / 0.2900 = 0.724 (per seed 0.667, 0.786)" in out  # seed 2: no full
+    assert "'nothere' has no finished run" in out
