@@ -175,6 +175,14 @@ class LossConfig:
         pseudo_threshold: confidence gate on the propagated distribution (0-1).
         pseudo_warmup_steps: ramp pseudo_weight linearly from 0 over this many steps (early
             predictions are noise; 0 = constant).
+        pu_weight: weight of ShapePU's negative-label term (``model.pu``; 0 = off, the default): the
+            class shares of the unlabeled cells are estimated by EM from the network's posteriors, and
+            for each class the unlabeled cells beyond its share (lowest probability first) are told
+            "not this class". A size constraint against the foreground over-prediction that scribbles
+            teach. Needs no attention, so it also applies to pCE-only runs.
+        pu_start_step: the term is off before this step (ShapePU switches it on after its first
+            100 of 4000 epochs: the shares are only meaningful once the posteriors are).
+        pu_skip: classes never given a negative label (ShapePU: class 0, the background).
     """
 
     alpha: float = 1.2
@@ -189,8 +197,14 @@ class LossConfig:
     pseudo_weight: float = 0.0
     pseudo_threshold: float = 0.9
     pseudo_warmup_steps: int = 0
+    pu_weight: float = 0.0
+    pu_start_step: int = 0
+    pu_skip: tuple[int, ...] = (0,)
 
     def __post_init__(self) -> None:
+        if self.pu_weight < 0 or self.pu_start_step < 0:
+            raise ValueError(f"pu_weight and pu_start_step must be >= 0, got {self.pu_weight}, {self.pu_start_step}")
+        self.pu_skip = tuple(sorted({int(k) for k in self.pu_skip}))
         if self.pseudo_weight < 0 or not 0.0 <= self.pseudo_threshold <= 1.0:
             raise ValueError(f"pseudo_weight must be >= 0 and pseudo_threshold in 0-1, got "
                              f"{self.pseudo_weight}, {self.pseudo_threshold}")
@@ -215,6 +229,9 @@ class LossConfig:
             return self.pseudo_weight
         return self.pseudo_weight * min(1.0, (step + 1) / self.pseudo_warmup_steps)
 
+    def pu_weight_at(self, step: int) -> float:
+        return self.pu_weight if step >= self.pu_start_step else 0.0
+
     def alpha_at(self, step: int) -> float:
         if self.alpha_warmup_steps <= 0:
             return self.alpha
@@ -223,6 +240,7 @@ class LossConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["stages"] = list(self.stages)
+        d["pu_skip"] = list(self.pu_skip)
         return d
 
 

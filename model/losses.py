@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from .config import LossConfig
 from .encoder import StageQK
+from .pu import negative_label_loss
 
 _EPS = 1e-8
 
@@ -250,6 +251,9 @@ class LossOutput:
     pseudo: torch.Tensor | None = None
     pseudo_frac: torch.Tensor | None = None
     pseudo_weight: float = 0.0
+    pu: torch.Tensor | None = None
+    pu_stats: dict[str, float] | None = None
+    pu_weight: float = 0.0
 
     def scalars(self) -> dict[str, float]:
         out = {name: float(getattr(self, name).detach()) for name in ("loss", "pce", "aff")}
@@ -258,6 +262,8 @@ class LossOutput:
         if self.pseudo is not None and self.pseudo_frac is not None:
             out.update(pseudo=float(self.pseudo.detach()), pseudo_frac=float(self.pseudo_frac),
                        pseudo_weight=self.pseudo_weight)
+        if self.pu is not None:
+            out.update(pu=float(self.pu.detach()), pu_weight=self.pu_weight, **(self.pu_stats or {}))
         return out
 
 
@@ -269,7 +275,7 @@ def sasformer_loss(
     step: int = 0,
     teacher: tuple[torch.Tensor, list[torch.Tensor] | list[StageQK]] | None = None,
 ) -> LossOutput:
-    """``pCE + alpha(step) * L_aff [+ pseudo_weight(step) * L_pseudo]``.
+    """``pCE + alpha(step) * L_aff [+ pseudo_weight(step) * L_pseudo] [+ pu_weight(step) * L_PU]``.
 
     With ``alpha == 0`` (and no pseudo-label term) or no attention, this is plain pCE. ``teacher``:
     ``(logits, attentions)`` of the mean teacher on the same batch; the pseudo-labels are then its
@@ -291,6 +297,12 @@ def sasformer_loss(
                                                 teacher[0] if teacher is not None else None)
         out.loss = out.loss + weight * pseudo
         out.pseudo, out.pseudo_frac, out.pseudo_weight = pseudo, frac, weight
+    if cfg.pu_weight > 0:  # logged from step 0 (weight 0 before pu_start_step) so the curve shows the onset
+        weight = cfg.pu_weight_at(step)
+        unlabeled = unlabeled_cells(target, (logits.shape[-2], logits.shape[-1]), cfg.ignore_index)
+        pu, stats = negative_label_loss(logits, target, unlabeled, cfg.pu_skip, cfg.ignore_index)
+        out.loss = out.loss + weight * pu
+        out.pu, out.pu_stats, out.pu_weight = pu, stats, weight
     return out
 
 

@@ -29,6 +29,8 @@ declare -A arms=(
   [stage2_rot]="mscmr_sasformer loss.stages=[2] rotate_deg=20 rotate_prob=0.5"
   [pce_ssl]="mscmr_pce pretrained=@simmim"
   [stage2_ssl]="mscmr_sasformer loss.stages=[2] pretrained=@simmim"
+  [pce_pu]="mscmr_pce loss.pu_weight=1.0 loss.pu_start_step=100"
+  [stage2_pu]="mscmr_sasformer loss.stages=[2] loss.pu_weight=1.0 loss.pu_start_step=100"
 )
 seeds="0"; folds="0 1 2 3 4"
 while [ $# -gt 0 ]; do
