@@ -5,8 +5,10 @@
 # Usage: scripts/experiments/camvid.sh [-s "0 1 2"] [RUN...]   (default: all five runs, seed 0)
 # RUN is one of: scribbles_pce scribbles_sasformer scribbles_full points_pce points_sasformer,
 # scribbles_stage2 points_stage2
-# Runs go to runs/camvid_<RUN>_s<seed>/ (log beside it); finished runs are skipped, cut ones resumed.
-# Summary: .venv/bin/python scripts/experiments/summarize.py camvid_scribbles --metric miou  (and camvid_points)
+# Runs go to runs/camvid_<RUN>_s<seed>/ (log beside it); finished runs are skipped, cut ones resumed. Each
+# finished run's report is copied to results/camvid/ (committed; runs/ is lost with the machine). Summary:
+#   .venv/bin/python scripts/experiments/summarize.py camvid_scribbles --runs results/camvid --metric miou \
+#       --pair pce,stage2 --ratio stage2,full          (and camvid_points)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/experiments/lib.sh
@@ -31,5 +33,6 @@ for seed in $seeds; do
     sets=(--set "seed=$seed")
     for kv in $overrides; do sets+=(--set "$kv"); done
     run_experiment "runs/camvid_${run}_s${seed}" "$config" "${sets[@]}"
+    scripts/experiments/keep_results.sh camvid camvid
   done
 done
