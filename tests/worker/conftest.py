@@ -51,10 +51,13 @@ class WorkerEnv:
         self.broker = broker
         self.home = home
         self.prefix = f"sasformer-test-{uuid.uuid4().hex[:8]}:"
+        # Stale after 30 s, not 10: these tests find dead workers by their pid, never by silence (test_rules
+        # covers the stale time), and a CI run beside training runs once starved a live worker's heartbeat
+        # past 10 s, so a duplicate delivery took the job over (3 attempts where the test expects 2).
         self.env = {
             **os.environ,
             "SASFORMER_HOME": str(home), "SASFORMER_ENVIRONMENT": "test", "SASFORMER_LOG_LEVEL": "WARNING",
-            "SASFORMER_JOB_QUEUE": "cpu", "SASFORMER_JOB_HEARTBEAT_S": "0.5", "SASFORMER_JOB_STALE_AFTER_S": "10",
+            "SASFORMER_JOB_QUEUE": "cpu", "SASFORMER_JOB_HEARTBEAT_S": "0.5", "SASFORMER_JOB_STALE_AFTER_S": "30",
             "SASFORMER_JOB_SWEEP_INTERVAL_S": "1", "SASFORMER_JOB_CHECKPOINT_EVERY": "2",
             "SASFORMER_WORKER_VISIBILITY_TIMEOUT_S": "20", "SASFORMER_JOB_MAX_ATTEMPTS": "3",
             "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO),
