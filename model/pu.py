@@ -72,11 +72,11 @@ def negative_label_loss(logits: torch.Tensor, target: torch.Tensor, unlabeled: t
     with torch.no_grad():
         counts = torch.bincount(labeled.flatten(), minlength=c)[:c].float()
         present = counts > 0
-        probs_u = F.softmax(flat[unl].float(), dim=1)[:, present]
+        probs = F.softmax(flat.float(), dim=1)
+        probs_u = probs[unl][:, present]
         probs_u = probs_u / probs_u.sum(1, keepdim=True).clamp_min(1e-12)
         shares = torch.zeros(c, device=logits.device)
         shares[present] = em_class_shares(probs_u, (counts / counts.sum())[present])
-        probs = F.softmax(flat.float(), dim=1)
         negative = torch.zeros_like(probs, dtype=torch.bool)
         n_u = int(unl.sum())
         constrained = [k for k in range(c) if bool(present[k]) and k not in skip]
