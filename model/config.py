@@ -135,6 +135,7 @@ class ModelConfig:
 
 Distance = Literal["l1", "l2", "kl", "ce"]
 Normalisation = Literal["double", "single", "logit"]
+PUShares = Literal["unlabeled", "labeled"]
 
 
 @dataclass
@@ -183,6 +184,12 @@ class LossConfig:
         pu_start_step: the term is off before this step (ShapePU switches it on after its first
             100 of 4000 epochs: the shares are only meaningful once the posteriors are).
         pu_skip: classes never given a negative label (ShapePU: class 0, the background).
+        pu_shares: which cells the EM reads. ``unlabeled`` (the paper's text, the default): the
+            posteriors of the cells with no labeled pixel. It feeds on its own output: on MSCMR the
+            foreground share fell from ~0.1 to 0.0005 within 50 steps of the term's onset, every
+            unlabeled cell told "not foreground" (docs/RESULTS.md section 6). ``labeled`` (the
+            public code): the posteriors of the labeled cells, which pCE holds near the labeled class
+            frequencies, so the shares stay near those and the constraint cannot collapse.
     """
 
     alpha: float = 1.2
@@ -200,11 +207,14 @@ class LossConfig:
     pu_weight: float = 0.0
     pu_start_step: int = 0
     pu_skip: tuple[int, ...] = (0,)
+    pu_shares: PUShares = "unlabeled"
 
     def __post_init__(self) -> None:
         if self.pu_weight < 0 or self.pu_start_step < 0:
             raise ValueError(f"pu_weight and pu_start_step must be >= 0, got {self.pu_weight}, {self.pu_start_step}")
         self.pu_skip = tuple(sorted({int(k) for k in self.pu_skip}))
+        if self.pu_shares not in ("unlabeled", "labeled"):
+            raise ValueError(f"pu_shares must be unlabeled or labeled; got {self.pu_shares!r}")
         if self.pseudo_weight < 0 or not 0.0 <= self.pseudo_threshold <= 1.0:
             raise ValueError(f"pseudo_weight must be >= 0 and pseudo_threshold in 0-1, got "
                              f"{self.pseudo_weight}, {self.pseudo_threshold}")

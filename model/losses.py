@@ -300,7 +300,7 @@ def sasformer_loss(
     if cfg.pu_weight > 0:  # logged from step 0 (weight 0 before pu_start_step) so the curve shows the onset
         weight = cfg.pu_weight_at(step)
         unlabeled = unlabeled_cells(target, (logits.shape[-2], logits.shape[-1]), cfg.ignore_index)
-        pu, stats = negative_label_loss(logits, target, unlabeled, cfg.pu_skip, cfg.ignore_index)
+        pu, stats = negative_label_loss(logits, target, unlabeled, cfg.pu_skip, cfg.ignore_index, cfg.pu_shares)
         out.loss = out.loss + weight * pu
         out.pu, out.pu_stats, out.pu_weight = pu, stats, weight
     return out

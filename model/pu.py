@@ -18,8 +18,10 @@ positive-unlabeled problem:
    most a ``pi_c`` share of the unlabeled pixels can then keep class ``c``: a size constraint that
    adapts to each batch, with no shape or size prior given by hand.
 
-Departures, both recorded in docs/architecture.md: the shares are estimated on the *unlabeled* cells,
-as the paper says (the public code passes the labeled pixels' predictions to its EM); and the term works
+Departures, both recorded in docs/architecture.md: by default the shares are estimated on the *unlabeled*
+cells, as the paper says; the public code passes the labeled pixels' predictions to its EM, available as
+``shares_from="labeled"`` after the paper's reading collapsed on MSCMR (its own negatives drive the
+unlabeled posteriors, hence the next estimate, towards background); and the term works
 on the decoder's 1/4-resolution logits with "unlabeled" meaning a cell with no labeled pixel, as the
 affinity loss does. ShapePU's second part, cutout shape consistency, needs a second forward pass per
 step and is not implemented. Classes with no labeled pixel in the batch are neither estimated nor
@@ -54,9 +56,13 @@ def em_class_shares(probs: torch.Tensor, prior: torch.Tensor, tol: float = 1e-3,
 
 
 def negative_label_loss(logits: torch.Tensor, target: torch.Tensor, unlabeled: torch.Tensor,
-                        skip: tuple[int, ...] = (0,), ignore_index: int = 255) -> tuple[torch.Tensor, dict[str, float]]:
+                        skip: tuple[int, ...] = (0,), ignore_index: int = 255,
+                        shares_from: str = "unlabeled") -> tuple[torch.Tensor, dict[str, float]]:
     """ShapePU's PU term on ``logits (B, C, h, w)`` for scribble ``target (B, H, W)``; ``unlabeled``
     ``(B, h*w)`` marks the cells with no labeled pixel (``model.losses.unlabeled_cells``).
+
+    ``shares_from`` (``LossConfig.pu_shares``): the EM reads the posteriors of the ``unlabeled`` cells
+    (the paper) or of the ``labeled`` ones (the public code); the negatives always go to unlabeled cells.
 
     Returns the loss (0, attached, when no cell gets a negative label) and logged scalars: ``pu_frac``,
     the share of unlabeled cells with at least one negative label, and ``pu_fg``, the estimated share of
@@ -73,10 +79,13 @@ def negative_label_loss(logits: torch.Tensor, target: torch.Tensor, unlabeled: t
         counts = torch.bincount(labeled.flatten(), minlength=c)[:c].float()
         present = counts > 0
         probs = F.softmax(flat.float(), dim=1)
-        probs_u = probs[unl][:, present]
-        probs_u = probs_u / probs_u.sum(1, keepdim=True).clamp_min(1e-12)
+        read = unl if shares_from == "unlabeled" else ~unl
+        if not bool(read.any()):  # no labeled cell at this resolution (a lone labeled pixel always makes one)
+            read = unl
+        probs_r = probs[read][:, present]
+        probs_r = probs_r / probs_r.sum(1, keepdim=True).clamp_min(1e-12)
         shares = torch.zeros(c, device=logits.device)
-        shares[present] = em_class_shares(probs_u, (counts / counts.sum())[present])
+        shares[present] = em_class_shares(probs_r, (counts / counts.sum())[present])
         negative = torch.zeros_like(probs, dtype=torch.bool)
         n_u = int(unl.sum())
         constrained = [k for k in range(c) if bool(present[k]) and k not in skip]

@@ -31,6 +31,8 @@ declare -A arms=(
   [stage2_ssl]="mscmr_sasformer loss.stages=[2] pretrained=@simmim"
   [pce_pu]="mscmr_pce loss.pu_weight=1.0 loss.pu_start_step=100"
   [stage2_pu]="mscmr_sasformer loss.stages=[2] loss.pu_weight=1.0 loss.pu_start_step=100"
+  [pce_pul]="mscmr_pce loss.pu_weight=1.0 loss.pu_start_step=100 loss.pu_shares=labeled"
+  [stage2_pul]="mscmr_sasformer loss.stages=[2] loss.pu_weight=1.0 loss.pu_start_step=100 loss.pu_shares=labeled"
 )
 seeds="0"; folds="0 1 2 3 4"
 while [ $# -gt 0 ]; do

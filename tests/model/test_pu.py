@@ -100,3 +100,24 @@ def test_pu_term_trains_a_pce_model_and_is_logged(tmp_path: Path) -> None:
     logged = [e for e in events if e["event"] == "train"]
     assert [e["pu_weight"] for e in logged] == [0.0, 0.0, 1.0, 1.0]
     assert all(0 <= e["pu_frac"] <= 1 and e["pu"] >= 0 for e in logged)
+
+
+def test_labeled_shares_read_the_labeled_cells_not_the_unlabeled_ones() -> None:
+    """With ``shares_from="labeled"`` the EM reads the labeled cells, so the shares follow what pCE fits there
+    (here: half class 1) whatever the unlabeled cells predict; the negatives still go to unlabeled cells only."""
+    logits, target = _scene()
+    logits[0, 1, 0, :] = -6.0  # labeled background row: sure background
+    logits[0, 1, 7, :] = 6.0   # labeled class-1 row: sure class 1
+    logits[0, 1, 1:7, :] = -5.0  # every unlabeled cell says background: the paper's EM finds ~no class 1
+    logits[0, 1, 1:7, :] += torch.linspace(0.0, 1.0, 48).view(6, 8)
+    unl = unlabeled_cells(target, (8, 8))
+    _, paper = negative_label_loss(logits, target, unl, skip=(0,))
+    loss, public = negative_label_loss(logits, target, unl, skip=(0,), shares_from="labeled")
+    assert paper["pu_fg"] < 0.02
+    assert public["pu_fg"] == pytest.approx(0.5, abs=0.02)
+    assert public["pu_frac"] == pytest.approx((int(48 * (1 - public["pu_fg"])) - 1) / 48, abs=1 / 48)
+    cfg = LossConfig(alpha=0.0, pu_weight=1.0, pu_shares="labeled")
+    out = sasformer_loss(logits, None, target, cfg, step=0)
+    assert out.pu_stats is not None and out.pu_stats["pu_fg"] == pytest.approx(public["pu_fg"])
+    with pytest.raises(ValueError, match="pu_shares"):
+        LossConfig(pu_shares="all")  # type: ignore[arg-type]
