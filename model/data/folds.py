@@ -7,6 +7,10 @@ training subjects gives 25 held-out subjects to choose on instead of 5. Folds ar
 (``make_folds``) and read by every run, so all arms and seeds see the same folds.
 
 File format: ``{"k": 5, "seed": 0, "split": "train", "folds": [["subject2", ...], ...]}``.
+
+A sample without a group (CamVid's video frames) is its own group, keyed by its name: its folds file
+lists frames, and ``sequence_folds`` makes such folds from contiguous runs of each video sequence, since
+neighbouring frames of one drive are near-copies and must not sit on both sides of a split.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from model.data.sample import DatasetSplit
+from model.data.sample import DatasetSplit, Sample
 
 
 def make_folds(groups: list[str], k: int, seed: int = 0) -> list[list[str]]:
@@ -27,6 +31,30 @@ def make_folds(groups: list[str], k: int, seed: int = 0) -> list[list[str]]:
         raise ValueError(f"k must be in 2..{len(distinct)} for {len(distinct)} groups, got {k}")
     order = np.random.default_rng(seed).permutation(len(distinct))
     return [sorted(distinct[i] for i in order[f::k]) for f in range(k)]
+
+
+def sequence_folds(names: list[str], max_len: int) -> list[list[str]]:
+    """Folds of video frames named ``<sequence>_<frame>``: each sequence, in frame order, cut into the fewest
+    contiguous runs of at most ``max_len`` frames (as equal as possible); one run per fold, sequences in
+    name order. Contiguous runs keep near-duplicate neighbouring frames on one side of every split."""
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1, got {max_len}")
+    sequences: dict[str, list[str]] = {}
+    for name in sorted(set(names)):
+        seq, sep, _ = name.rpartition("_")
+        if not sep:
+            raise ValueError(f"frame name {name!r} is not <sequence>_<frame>")
+        sequences.setdefault(seq, []).append(name)
+    folds = []
+    for frames in sequences.values():
+        parts = -(-len(frames) // max_len)
+        folds += [list(chunk) for chunk in np.array_split(np.array(frames), parts)]
+    return [[str(f) for f in fold] for fold in folds]
+
+
+def fold_key(sample: Sample) -> str:
+    """What a folds file names for ``sample``: its group (the MSCMR subject), else its own name."""
+    return str(sample.group) if sample.group is not None else sample.name
 
 
 def write_folds(path: str | Path, folds: list[list[str]], **meta: Any) -> None:
@@ -54,10 +82,10 @@ def split_fold(split: DatasetSplit, folds: list[list[str]], fold: int) -> tuple[
     if not 0 <= fold < len(folds):
         raise ValueError(f"fold must be in 0..{len(folds) - 1}, got {fold}")
     known = {g for f in folds for g in f}
-    unknown = sorted({str(s.group) for s in split if s.group not in known})
+    unknown = sorted({fold_key(s) for s in split if fold_key(s) not in known})
     if unknown:
         raise ValueError(f"groups {unknown[:5]} are in no fold of the folds file")
     held = set(folds[fold])
-    train = split.with_samples([s for s in split if s.group not in held])
-    out = split.with_samples([s for s in split if s.group in held])
+    train = split.with_samples([s for s in split if fold_key(s) not in held])
+    out = split.with_samples([s for s in split if fold_key(s) in held])
     return train, out

@@ -21,6 +21,14 @@ Wilcoxon signed-rank and a paired t-test. Subjects, not seeds, are the
 paired units: the question is whether a setting helps on unseen subjects.
 
     .venv/bin/python scripts/experiments/summarize.py mscmrcv --cv --pair pce,stage2 --pair stage2,stage2@lcc
+
+``--cv --metric miou`` does the same for ``camvid_cv.sh`` (dense masks on both sides): CamVid's held-out
+units are the folds (contiguous runs of one drive; each fold's mIoU), and on val each fold's model is a
+unit, so a pair is B - A per fold, averaged over the seeds both arms have. mIoU is a dataset-level score
+and neighbouring frames are near-copies: frames are not independent units.
+
+    .venv/bin/python scripts/experiments/summarize.py camvidcv --cv --metric miou --runs results/camvid_cv \
+        --pair pce,stage2
 """
 
 from __future__ import annotations
@@ -48,7 +56,16 @@ def _subject_scores(report: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def _cv_runs(runs: Path, prefix: str) -> dict[tuple[str, str, str], dict[tuple[int, int], dict[str, float]]]:
+def _unit_scores(report: dict[str, Any], metric: str, where: str, fold: int) -> dict[str, float]:
+    """The paired units of one eval report: subjects (volume Dice), or the fold itself (mIoU)."""
+    if metric == "volume_dice":
+        return _subject_scores(report)
+    key = "miou" if metric == "miou" else "mean_dice"
+    return {f"{where}_f{fold}": float(report[key])} if report.get(key) is not None else {}
+
+
+def _cv_runs(runs: Path, prefix: str,
+             metric: str = "volume_dice") -> dict[tuple[str, str, str], dict[tuple[int, int], dict[str, float]]]:
     """``{(arm, post, where): {(seed, fold): {subject: score}}}`` over finished runs, where = heldout | val.
 
     A held-out subject is scored by the one run whose fold holds it out; a val subject by every fold's run.
@@ -67,7 +84,7 @@ def _cv_runs(runs: Path, prefix: str) -> dict[tuple[str, str, str], dict[tuple[i
                 rep = d / "eval" / f"{where}_{post}" / "report.json"
                 if rep.is_file():
                     out[(m["arm"], post, where)][(int(m["seed"]), int(m["fold"]))] = \
-                        _subject_scores(json.loads(rep.read_text()))
+                        _unit_scores(json.loads(rep.read_text()), metric, where, int(m["fold"]))
     return dict(out)
 
 
@@ -99,10 +116,11 @@ def _paired(a: dict[tuple[int, int], dict[str, float]],
     return diffs, common
 
 
-def cv_summary(runs: Path, prefix: str, pairs: list[str]) -> None:
+def cv_summary(runs: Path, prefix: str, pairs: list[str], metric: str = "volume_dice") -> None:
     from scipy import stats
 
-    data = _cv_runs(runs, prefix)
+    data = _cv_runs(runs, prefix, metric)
+    unit = "subject" if metric == "volume_dice" else "fold"
     if not data:
         raise SystemExit(f"no finished runs named {prefix}_<arm>_f<fold>_s<seed> with eval reports under {runs}")
     arms = sorted({arm for arm, _, _ in data})
@@ -114,7 +132,7 @@ def cv_summary(runs: Path, prefix: str, pairs: list[str]) -> None:
     for arm in arms:
         print(f"{arm}: finished fold/seed runs {', '.join(sorted(done[arm]))}")
     print()
-    print("| arm | option | seeds | held-out subjects | CV (held-out scribbles) | val (dense masks) |")
+    print(f"| arm | option | seeds | held-out {unit}s | CV (held-out, {metric}) | val ({metric}) |")
     print("|---|---|---|---|---|---|")
     for arm in arms:
         for post in POSTS:
@@ -129,19 +147,19 @@ def cv_summary(runs: Path, prefix: str, pairs: list[str]) -> None:
     for pair in pairs:
         left, _, right = pair.partition(",")
         (arm_a, _, post_a), (arm_b, _, post_b) = left.partition("@"), right.partition("@")
-        print(f"\n{right} - {left} (per-subject differences, mean over the runs both arms have):")
+        print(f"\n{right} - {left} (per-{unit} differences, mean over the runs both arms have):")
         for where in ("heldout", "val"):
             diffs, common = _paired(data.get((arm_a, post_a or "plain", where), {}),
                                    data.get((arm_b, post_b or "plain", where), {}))
             if len(diffs) < 2:
-                print(f"  {where}: fewer than two paired subjects")
+                print(f"  {where}: fewer than two paired {unit}s")
                 continue
             nonzero = [d for d in diffs if d != 0]
             w_p = stats.wilcoxon(nonzero).pvalue if len(nonzero) >= 2 else math.nan
             t_p = stats.ttest_rel([0.0] * len(diffs), diffs).pvalue if statistics.pstdev(diffs) > 0 else math.nan
             wins = sum(d > 0 for d in diffs)
             runs_ = " ".join(f"f{f}_s{sd}" for sd, f in common)
-            print(f"  {where}: n={len(diffs)} subjects, runs {runs_}: mean diff {statistics.mean(diffs):+.4f} "
+            print(f"  {where}: n={len(diffs)} {unit}s, runs {runs_}: mean diff {statistics.mean(diffs):+.4f} "
                   f"(median {statistics.median(diffs):+.4f}), B better on {wins}/{len(diffs)}, "
                   f"Wilcoxon p={w_p:.3g}, paired t p={t_p:.3g}")
 
@@ -221,7 +239,8 @@ def main() -> None:
     ap.add_argument("prefix", help="run name prefix, e.g. mscmr")
     ap.add_argument("--runs", type=Path, default=Path("runs"))
     ap.add_argument("--metric", choices=["volume_dice", "miou", "dice"], default="volume_dice")
-    ap.add_argument("--cv", action="store_true", help="cross-validation runs of mscmr_cv.sh (volume Dice)")
+    ap.add_argument("--cv", action="store_true",
+                    help="cross-validation runs of mscmr_cv.sh (volume Dice) or camvid_cv.sh (--metric miou)")
     ap.add_argument("--pair", action="append", default=[], metavar="A,B",
                     help="paired B - A: with --cv per subject (arms as ARM or ARM@plain|flip|lcc|flip_lcc), "
                          "otherwise per seed")
@@ -229,7 +248,7 @@ def main() -> None:
                     help="without --cv: mean score of A over that of B, over the seeds both have")
     args = ap.parse_args()
     if args.cv:
-        cv_summary(args.runs, args.prefix, args.pair)
+        cv_summary(args.runs, args.prefix, args.pair, args.metric)
         return
     seed_summary(seed_runs(args.runs, args.prefix, args.metric), args.pair, args.ratio)
 

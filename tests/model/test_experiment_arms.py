@@ -11,7 +11,7 @@ from model.cli import load_train_config
 from model.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = {"mscmr_cv.sh": "arms", "mscmr_ablations.sh": "rows"}
+SCRIPTS = {"mscmr_cv.sh": "arms", "mscmr_ablations.sh": "rows", "camvid_cv.sh": "arms"}
 
 
 def arms(script: str, table: str) -> dict[str, str]:
@@ -40,3 +40,15 @@ def test_the_pre_registered_screens_are_there():
     cv = arms("mscmr_cv.sh", "arms")
     assert {"pce", "stage2", "pce_rot", "stage2_rot", "pce_ssl", "stage2_ssl"} <= set(cv)
     assert cv["pce_rot"] == "mscmr_pce rotate_deg=20 rotate_prob=0.5"  # as docs/RESULTS.md §6 fixed it
+
+
+def test_camvid_cv_arms_are_experiment_two_with_stages_only():
+    cv = arms("camvid_cv.sh", "arms")
+    assert set(cv) == {"pce", "stage2", "four"}  # as docs/RESULTS.md 2-3c fixed them
+    stages = {}
+    for name, spec in cv.items():
+        words = spec.split()
+        cfg = TrainConfig.from_dict(load_train_config(ROOT / "configs" / f"{words[0]}.yaml", words[1:]))
+        assert cfg.data.simulate == "scribbles" and cfg.steps == 600
+        stages[name] = (cfg.loss.alpha, cfg.loss.stages)
+    assert stages == {"pce": (0.0, stages["pce"][1]), "stage2": (1.2, (2,)), "four": (1.2, (1, 2, 3, 4))}

@@ -86,3 +86,33 @@ def test_seed_summary_pairs_and_ratios_over_common_seeds(tmp_path: Path, capsys)
     assert "stage2 better at 2/3 seeds" in out
     assert "pce / full over seeds 0,1: 0.2100 / 0.2900 = 0.724 (per seed 0.667, 0.786)" in out  # seed 2: no full
     assert "'nothere' has no finished run" in out
+
+
+def _miou_run(runs: Path, name: str, reports: dict[str, float]) -> None:
+    (runs / name / "last").mkdir(parents=True)
+    (runs / name / "last" / "bundle.json").write_text(json.dumps({"provenance": {"status": "completed"}}))
+    for key, miou in reports.items():
+        (runs / name / "eval" / key).mkdir(parents=True)
+        (runs / name / "eval" / key / "report.json").write_text(json.dumps({"miou": miou, "volumes": {}}))
+
+
+def test_cv_miou_pairs_folds_and_averages_seeds(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    """CamVid CV: a fold's held-out mIoU and its model's val mIoU are the units; seeds are averaged per fold."""
+    mod = _load()
+    for seed in (0, 1):
+        for fold in range(4):
+            _miou_run(tmp_path, f"cc_pce_f{fold}_s{seed}",
+                      {"heldout_plain": 0.30 + 0.01 * fold, "val_plain": 0.25 + 0.01 * seed})
+            _miou_run(tmp_path, f"cc_four_f{fold}_s{seed}",
+                      {"heldout_plain": 0.32 + 0.01 * fold + 0.02 * seed, "val_plain": 0.26})
+    data = mod._cv_runs(tmp_path, "cc", "miou")
+    assert mod._per_seed(data[("four", "plain", "heldout")])[1] == pytest.approx(
+        {f"heldout_f{f}": 0.34 + 0.01 * f for f in range(4)})
+    diffs, common = mod._paired(data[("pce", "plain", "heldout")], data[("four", "plain", "heldout")])
+    assert len(common) == 8 and diffs == pytest.approx([0.03] * 4)  # (0.02 + 0.04) / 2 per fold
+    diffs, _ = mod._paired(data[("pce", "plain", "val")], data[("four", "plain", "val")])
+    assert diffs == pytest.approx([0.005] * 4)  # 0.26 - mean(0.25, 0.26)
+    mod.cv_summary(tmp_path, "cc", ["pce,four"], "miou")
+    out = capsys.readouterr().out
+    assert "| four | plain | 0,1 | 4 | 0.3450 ± 0.0141 | 0.2600 ± 0.0000 |" in out
+    assert "n=4 folds" in out and "B better on 4/4" in out
