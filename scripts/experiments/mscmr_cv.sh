@@ -33,6 +33,8 @@ declare -A arms=(
   [stage2_pu]="mscmr_sasformer loss.stages=[2] loss.pu_weight=1.0 loss.pu_start_step=100"
   [pce_pul]="mscmr_pce loss.pu_weight=1.0 loss.pu_start_step=100 loss.pu_shares=labeled"
   [stage2_pul]="mscmr_sasformer loss.stages=[2] loss.pu_weight=1.0 loss.pu_start_step=100 loss.pu_shares=labeled"
+  [pce_long]="mscmr_pce steps=2700"
+  [stage2_long]="mscmr_sasformer loss.stages=[2] steps=2700"
 )
 seeds="0"; folds="0 1 2 3 4"
 while [ $# -gt 0 ]; do
