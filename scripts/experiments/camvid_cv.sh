@@ -20,21 +20,10 @@ declare -A arms=(
   [stage2]="camvid_scribbles_sasformer loss.stages=[2]"
   [four]="camvid_scribbles_sasformer loss.stages=[1,2,3,4]"
 )
-seeds="0"; folds="0 1 2 3"
-while [ $# -gt 0 ]; do
-  case "$1" in
-    -s) seeds="$2"; shift 2 ;;
-    -f) folds="$2"; shift 2 ;;
-    *) break ;;
-  esac
-done
-[ $# -gt 0 ] || { echo "usage: $0 [-s SEEDS] [-f FOLDS] ARM...; arms: ${!arms[*]}" >&2; exit 2; }
-for arm in "$@"; do
-  [ -n "${arms[$arm]:-}" ] || { echo "unknown arm '$arm'; arms: ${!arms[*]}" >&2; exit 2; }
-done
-for seed in $seeds; do
-  for fold in $folds; do
-    for arm in "$@"; do
+grid_args "0 1 2 3" "$@"
+for seed in $SEEDS; do
+  for fold in $FOLDS_RUN; do
+    for arm in "${ARMS[@]}"; do
       read -r config kvs <<< "${arms[$arm]}"
       sets=(--set "seed=$seed" --set "data.folds=$FOLDS" --set "data.fold=$fold")
       for kv in $kvs; do sets+=(--set "$kv"); done

@@ -34,3 +34,23 @@ eval_bundle() {
     || { echo "EVAL FAILED: see $out.log"; return 1; }
   rm -rf "$out/predictions"   # the report is what the summaries read; the PNGs are megabytes per run
 }
+
+# grid_args DEFAULT_FOLDS [-s SEEDS] [-f FOLDS] ARM...: the cross-validation grids' command line. Sets SEEDS, FOLDS_RUN
+# and ARMS; exits 2 with the usage when no arm is given or one is not a key of the caller's associative array `arms`
+# (checked before any run, so a typo does not surface hours into a queue).
+grid_args() {
+  SEEDS="0"; FOLDS_RUN="$1"; shift
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      -s) SEEDS="$2"; shift 2 ;;
+      -f) FOLDS_RUN="$2"; shift 2 ;;
+      *) break ;;
+    esac
+  done
+  [ $# -gt 0 ] || { echo "usage: $0 [-s SEEDS] [-f FOLDS] ARM...; arms: ${!arms[*]}" >&2; exit 2; }
+  local arm
+  for arm in "$@"; do
+    [ -n "${arms[$arm]:-}" ] || { echo "unknown arm '$arm'; arms: ${!arms[*]}" >&2; exit 2; }
+  done
+  ARMS=("$@")
+}

@@ -36,21 +36,10 @@ declare -A arms=(
   [pce_long]="mscmr_pce steps=2700"
   [stage2_long]="mscmr_sasformer loss.stages=[2] steps=2700"
 )
-seeds="0"; folds="0 1 2 3 4"
-while [ $# -gt 0 ]; do
-  case "$1" in
-    -s) seeds="$2"; shift 2 ;;
-    -f) folds="$2"; shift 2 ;;
-    *) break ;;
-  esac
-done
-[ $# -gt 0 ] || { echo "usage: $0 [-s SEEDS] [-f FOLDS] ARM...; arms: ${!arms[*]}" >&2; exit 2; }
-for arm in "$@"; do
-  [ -n "${arms[$arm]:-}" ] || { echo "unknown arm '$arm'; arms: ${!arms[*]}" >&2; exit 2; }
-done
-for seed in $seeds; do
-  for fold in $folds; do
-    for arm in "$@"; do
+grid_args "0 1 2 3 4" "$@"
+for seed in $SEEDS; do
+  for fold in $FOLDS_RUN; do
+    for arm in "${ARMS[@]}"; do
       read -r config kvs <<< "${arms[$arm]}"
       if [[ "$kvs" == *@simmim* ]]; then
         ssl="runs/mscmrcv_simmim_f${fold}_s${seed}"
