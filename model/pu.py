@@ -68,6 +68,8 @@ def negative_label_loss(logits: torch.Tensor, target: torch.Tensor, unlabeled: t
     the share of unlabeled cells with at least one negative label, and ``pu_fg``, the estimated share of
     the constrained classes among unlabeled cells.
     """
+    if shares_from not in ("unlabeled", "labeled"):
+        raise ValueError(f"shares_from must be 'unlabeled' or 'labeled', got {shares_from!r}")
     c = logits.shape[1]
     zero = logits.sum() * 0.0
     labeled = target[target != ignore_index]

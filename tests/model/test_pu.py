@@ -78,6 +78,14 @@ def test_no_label_or_no_unlabeled_cell_gives_an_attached_zero() -> None:
     assert float(loss.detach()) == 0.0 and stats["pu_frac"] == 0.0
 
 
+def test_an_unknown_shares_source_is_refused() -> None:
+    target = torch.zeros((1, 16, 16), dtype=torch.long)
+    with pytest.raises(ValueError, match="shares_from"):
+        negative_label_loss(torch.zeros(1, 2, 4, 4), target, unlabeled_cells(target, (4, 4)), shares_from="both")
+    with pytest.raises(ValueError, match="pu_shares"):
+        LossConfig(pu_shares="both")  # type: ignore[arg-type]
+
+
 def test_loss_config_switches_it_on_at_its_start_step() -> None:
     logits, target = _scene()
     off = sasformer_loss(logits, None, target, LossConfig(alpha=0.0))
