@@ -128,7 +128,8 @@ def cv_summary(runs: Path, prefix: str, pairs: list[str], metric: str = "volume_
         for side in pair.split(","):
             arm, _, post = side.partition("@")
             if arm not in arms or (post and post not in POSTS) or pair.count(",") != 1:
-                raise SystemExit(f"--pair {pair}: {side!r} is not ARM[@{'|'.join(POSTS)}] with ARM one of {', '.join(arms)}")
+                raise SystemExit(f"--pair {pair}: {side!r} is not ARM[@{'|'.join(POSTS)}] "
+                                 f"with ARM one of {', '.join(arms)}")
     done: dict[str, set[str]] = defaultdict(set)
     for d in runs.iterdir():
         m = re.match(rf"^{re.escape(prefix)}_(?P<arm>.+)_(?P<fs>f\d+_s\d+)$", d.name)
