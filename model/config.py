@@ -9,7 +9,7 @@ JSON/YAML without custom code.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self, get_args
 
 from .colors import default_palette
 
@@ -213,7 +213,7 @@ class LossConfig:
         if self.pu_weight < 0 or self.pu_start_step < 0:
             raise ValueError(f"pu_weight and pu_start_step must be >= 0, got {self.pu_weight}, {self.pu_start_step}")
         self.pu_skip = tuple(sorted({int(k) for k in self.pu_skip}))
-        if self.pu_shares not in ("unlabeled", "labeled"):
+        if self.pu_shares not in get_args(PUShares):
             raise ValueError(f"pu_shares must be unlabeled or labeled; got {self.pu_shares!r}")
         if self.pseudo_weight < 0 or not 0.0 <= self.pseudo_threshold <= 1.0:
             raise ValueError(f"pseudo_weight must be >= 0 and pseudo_threshold in 0-1, got "

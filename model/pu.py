@@ -30,8 +30,12 @@ constrained (their ``pi_l`` is 0). Everything here is without gradient except th
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
 import torch.nn.functional as F
+
+from model.config import PUShares
 
 
 def em_class_shares(probs: torch.Tensor, prior: torch.Tensor, tol: float = 1e-3,
@@ -57,7 +61,7 @@ def em_class_shares(probs: torch.Tensor, prior: torch.Tensor, tol: float = 1e-3,
 
 def negative_label_loss(logits: torch.Tensor, target: torch.Tensor, unlabeled: torch.Tensor,
                         skip: tuple[int, ...] = (0,), ignore_index: int = 255,
-                        shares_from: str = "unlabeled") -> tuple[torch.Tensor, dict[str, float]]:
+                        shares_from: PUShares = "unlabeled") -> tuple[torch.Tensor, dict[str, float]]:
     """ShapePU's PU term on ``logits (B, C, h, w)`` for scribble ``target (B, H, W)``; ``unlabeled``
     ``(B, h*w)`` marks the cells with no labeled pixel (``model.losses.unlabeled_cells``).
 
@@ -68,8 +72,8 @@ def negative_label_loss(logits: torch.Tensor, target: torch.Tensor, unlabeled: t
     the share of unlabeled cells with at least one negative label, and ``pu_fg``, the estimated share of
     the constrained classes among unlabeled cells.
     """
-    if shares_from not in ("unlabeled", "labeled"):
-        raise ValueError(f"shares_from must be 'unlabeled' or 'labeled', got {shares_from!r}")
+    if shares_from not in get_args(PUShares):
+        raise ValueError(f"shares_from must be one of {get_args(PUShares)}, got {shares_from!r}")
     c = logits.shape[1]
     zero = logits.sum() * 0.0
     labeled = target[target != ignore_index]

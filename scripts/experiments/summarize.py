@@ -125,9 +125,11 @@ def cv_summary(runs: Path, prefix: str, pairs: list[str], metric: str = "volume_
         raise SystemExit(f"no finished runs named {prefix}_<arm>_f<fold>_s<seed> with eval reports under {runs}")
     arms = sorted({arm for arm, _, _ in data})
     for pair in pairs:  # a typo would otherwise read as "fewer than two paired subjects"
+        if pair.count(",") != 1:
+            raise SystemExit(f"--pair {pair}: is not ARM,ARM")
         for side in pair.split(","):
             arm, _, post = side.partition("@")
-            if arm not in arms or (post and post not in POSTS) or pair.count(",") != 1:
+            if arm not in arms or (post and post not in POSTS):
                 raise SystemExit(f"--pair {pair}: {side!r} is not ARM[@{'|'.join(POSTS)}] "
                                  f"with ARM one of {', '.join(arms)}")
     done: dict[str, set[str]] = defaultdict(set)

@@ -81,7 +81,7 @@ def test_no_label_or_no_unlabeled_cell_gives_an_attached_zero() -> None:
 def test_an_unknown_shares_source_is_refused() -> None:
     target = torch.zeros((1, 16, 16), dtype=torch.long)
     with pytest.raises(ValueError, match="shares_from"):
-        negative_label_loss(torch.zeros(1, 2, 4, 4), target, unlabeled_cells(target, (4, 4)), shares_from="both")
+        negative_label_loss(torch.zeros(1, 2, 4, 4), target, unlabeled_cells(target, (4, 4)), shares_from="both")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="pu_shares"):
         LossConfig(pu_shares="both")  # type: ignore[arg-type]
 

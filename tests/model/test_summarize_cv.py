@@ -61,7 +61,7 @@ def test_paired_differences_are_per_subject_over_common_runs(tmp_path: Path, cap
     assert "| new | plain | 0,1,2 | 6 |" in out
     assert "B better on 6/6" in out and "Wilcoxon p=0.0312" in out  # 6 of 6 positive: exact two-sided p 2/64
     for typo in ("pce,nwe", "pce,new@lc", "pce"):  # a misspelt arm or option is an error, not "no paired subjects"
-        with pytest.raises(SystemExit, match="is not ARM"):
+        with pytest.raises(SystemExit, match="is not ARM"):  # "pce" alone: "is not ARM,ARM"
             mod.cv_summary(tmp_path, "cv", [typo])
 
 
