@@ -214,7 +214,7 @@ class LossConfig:
             raise ValueError(f"pu_weight and pu_start_step must be >= 0, got {self.pu_weight}, {self.pu_start_step}")
         self.pu_skip = tuple(sorted({int(k) for k in self.pu_skip}))
         if self.pu_shares not in get_args(PUShares):
-            raise ValueError(f"pu_shares must be unlabeled or labeled; got {self.pu_shares!r}")
+            raise ValueError(f"pu_shares must be one of {get_args(PUShares)}, got {self.pu_shares!r}")
         if self.pseudo_weight < 0 or not 0.0 <= self.pseudo_threshold <= 1.0:
             raise ValueError(f"pseudo_weight must be >= 0 and pseudo_threshold in 0-1, got "
                              f"{self.pseudo_weight}, {self.pseudo_threshold}")
