@@ -14,10 +14,11 @@ have) and ``--ratio A,B`` the ratio of the arms' mean scores (scribbles over ful
 ``--cv`` summarises the cross-validation runs of ``mscmr_cv.sh`` (``runs/<prefix>_<arm>_f<fold>_s<seed>/``,
 eval reports in ``eval/``): per arm and evaluation-time option (plain, flip, lcc, flip_lcc), the mean
 volume Dice over the held-out subjects of the finished folds (scored on their scribble pixels) and
-over the 5 val subjects (dense masks), mean +- sample std over seeds; then, for each ``--pair A,B``
-(``arm`` or ``arm@option``), the per-subject differences B - A (each subject's score averaged over
-the (seed, fold) runs both have, so a one-fold screen meets its parent's same-fold models on val) with a
-Wilcoxon signed-rank and a paired t-test. Subjects, not seeds, are the
+over the 5 val subjects (dense masks), mean +- sample std over the seeds that have every fold (a seed
+with only some folds is named but left out of the mean, unless the arm has no complete seed: a screen);
+then, for each ``--pair A,B`` (``arm`` or ``arm@option``), the per-subject differences B - A (each
+subject's score averaged over the (seed, fold) runs both have, so a one-fold screen meets its parent's
+same-fold models on val) with a Wilcoxon signed-rank and a paired t-test. Subjects, not seeds, are the
 paired units: the question is whether a setting helps on unseen subjects.
 
     .venv/bin/python scripts/experiments/summarize.py mscmrcv --cv --pair pce,stage2 --pair stage2,stage2@lcc
@@ -97,6 +98,26 @@ def _per_seed(runs: dict[tuple[int, int], dict[str, float]]) -> dict[int, dict[s
     return {seed: {subj: statistics.mean(v) for subj, v in per.items()} for seed, per in lists.items()}
 
 
+def _complete_seeds(runs: dict[tuple[int, int], dict[str, float]], all_folds: set[int]) -> tuple[set[int], str]:
+    """The seeds that enter an arm's mean +- std, and how the table names them.
+
+    A seed with only some folds scores only those folds' subjects; averaging it with complete seeds would mix
+    subject sets and move the mean by which folds happen to be done. So where an arm has complete seeds, only
+    they are averaged and the partial ones are named as left out; a screen (no complete seed) keeps its
+    partial seeds, named with their folds.
+    """
+    folds: dict[int, set[int]] = defaultdict(set)
+    for seed, fold in runs:
+        folds[seed].add(fold)
+    complete = {s for s, fs in folds.items() if fs >= all_folds}
+    partial = sorted(set(folds) - complete)
+    names = [f"{s}[f{','.join(map(str, sorted(folds[s])))}]" for s in partial]
+    if complete:
+        cell = ",".join(map(str, sorted(complete)))
+        return complete, cell + (f" (not in mean: {' '.join(names)})" if names else "")
+    return set(partial), " ".join(names) + (" partial" if names else "")
+
+
 def _fmt(vals: list[float]) -> str:
     if not vals:
         return "n/a"
@@ -140,17 +161,20 @@ def cv_summary(runs: Path, prefix: str, pairs: list[str], metric: str = "volume_
     for arm in arms:
         print(f"{arm}: finished fold/seed runs {', '.join(sorted(done[arm]))}")
     print()
+    all_folds = {fold for (_, _, where), rs in data.items() if where == "heldout" for _, fold in rs}
     print(f"| arm | option | seeds | held-out {unit}s | CV (held-out, {metric}) | val ({metric}) |")
     print("|---|---|---|---|---|---|")
     for arm in arms:
         for post in POSTS:
-            held = _per_seed(data.get((arm, post, "heldout"), {}))
-            val = _per_seed(data.get((arm, post, "val"), {}))
+            held_runs = data.get((arm, post, "heldout"), {})
+            keep, seeds_cell = _complete_seeds(held_runs, all_folds)
+            held = {s: v for s, v in _per_seed(held_runs).items() if s in keep}
+            val = {s: v for s, v in _per_seed(data.get((arm, post, "val"), {})).items() if s in keep or not held_runs}
             if not held and not val:
                 continue
             n_subj = "/".join(map(str, sorted({len(v) for v in held.values()}))) or "-"
             cv = _fmt([statistics.mean(v.values()) for v in held.values()])
-            print(f"| {arm} | {post} | {','.join(map(str, sorted(held or val)))} | {n_subj} | {cv} | "
+            print(f"| {arm} | {post} | {seeds_cell or ','.join(map(str, sorted(val)))} | {n_subj} | {cv} | "
                   f"{_fmt([statistics.mean(v.values()) for v in val.values()])} |")
     for pair in pairs:
         left, _, right = pair.partition(",")

@@ -119,3 +119,17 @@ def test_cv_miou_pairs_folds_and_averages_seeds(tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert "| four | plain | 0,1 | 4 | 0.3450 ± 0.0141 | 0.2600 ± 0.0000 |" in out
     assert "n=4 folds" in out and "B better on 4/4" in out
+
+
+def test_cv_table_averages_only_seeds_with_every_fold(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    """A seed with some folds done scores other subjects: it is named, not mixed into the mean (screens excepted)."""
+    mod = _load()
+    for fold in (0, 1):
+        _run(tmp_path, f"cv_a_f{fold}_s0", {"heldout_plain": {f"s{fold}": 0.5}, "val_plain": {"v": 0.5}})
+    _run(tmp_path, "cv_a_f0_s1", {"heldout_plain": {"s0": 0.8}, "val_plain": {"v": 0.8}})  # seed 1: fold 0 only
+    _run(tmp_path, "cv_scr_f0_s0", {"heldout_plain": {"s0": 0.2}, "val_plain": {"v": 0.2}})  # a one-fold screen
+    _run(tmp_path, "cv_scr_f0_s1", {"heldout_plain": {"s0": 0.8}, "val_plain": {"v": 0.8}})
+    mod.cv_summary(tmp_path, "cv", [])
+    out = capsys.readouterr().out
+    assert "| a | plain | 0 (not in mean: 1[f0]) | 2 | 0.5000 ± 0.0000 | 0.5000 ± 0.0000 |" in out
+    assert "| scr | plain | 0[f0] 1[f0] partial | 1 | 0.5000 ± 0.1414 | 0.5000 ± 0.1414 |" in out
