@@ -23,7 +23,7 @@ dest="${1:-$(HF_HUB_OFFLINE=1 .venv/bin/python -c \
 [ -n "$dest" ] || { echo "no destination: pass DEST_DIR or set SASFORMER_PRETRAINED_DIR" >&2; exit 2; }
 [ -d "${DATA#mscmr:}" ] || { echo "MSCMR data not found at ${DATA#mscmr:} (see its README)" >&2; exit 2; }
 
-run_experiment "$RUN" mscmr_sasformer --set seed=0 --set "loss.stages=[2]"
+run_experiment "$RUN" mscmr_sasformer --set seed=0 --set "loss.stages=[2]" --set steps=900
 mkdir -p "$RUN/eval"
 eval_bundle "$RUN/last" "$RUN/eval/val_plain" --data "$DATA" --split val --exclude-background --device cpu
 mkdir -p "$dest"

@@ -8,6 +8,6 @@ source scripts/experiments/lib.sh
 seeds=("${@:-0 1 2}")
 for seed in ${seeds[@]}; do
   for arm in pce sasformer; do
-    run_experiment "runs/mscmr_${arm}_s${seed}" "mscmr_${arm}" --set seed="$seed"
+    run_experiment "runs/mscmr_${arm}_s${seed}" "mscmr_${arm}" --set seed="$seed" --set steps=900  # experiment 1 ran 900
   done
 done

@@ -33,7 +33,7 @@ for row in "$@"; do
 done
 for seed in $seeds; do
   for row in "$@"; do
-    sets=(--set "seed=$seed")
+    sets=(--set "seed=$seed" --set steps=900)  # the ablations ran at 900 steps
     for kv in ${rows[$row]}; do sets+=(--set "$kv"); done
     run_experiment "runs/mscmrabl_${row}_s${seed}" mscmr_sasformer "${sets[@]}"
   done

@@ -39,7 +39,24 @@ def test_arm_makes_a_valid_training_config(script, name, spec):
 def test_the_pre_registered_screens_are_there():
     cv = arms("mscmr_cv.sh", "arms")
     assert {"pce", "stage2", "pce_rot", "stage2_rot", "pce_ssl", "stage2_ssl"} <= set(cv)
-    assert cv["pce_rot"] == "mscmr_pce rotate_deg=20 rotate_prob=0.5"  # as docs/RESULTS.md §6 fixed it
+    assert cv["pce_rot"] == "mscmr_pce steps=900 rotate_deg=20 rotate_prob=0.5"  # as docs/RESULTS.md §6 fixed it
+
+
+def test_runs_made_at_900_steps_keep_900_after_the_recipe_moved_to_2700():
+    """The configs' recipe is 2700 steps (section 6's decision); every script that reproduces a 900-step table
+    must still train 900, or its `run_cli` would resume a finished 900-step run on to 2700."""
+    def steps(config: str, overrides: list[str]) -> int:
+        return TrainConfig.from_dict(load_train_config(ROOT / "configs" / f"{config}.yaml", overrides)).steps
+
+    assert steps("mscmr_pce", []) == steps("mscmr_sasformer", []) == 2700
+    for name, spec in arms("mscmr_cv.sh", "arms").items():
+        words = [w.replace("@simmim", "x.safetensors") for w in spec.split()]
+        assert steps(words[0], words[1:]) == (2700 if name.endswith("_long") else 900), name
+    for name, spec in arms("mscmr_ablations.sh", "rows").items():
+        assert not any(kv.startswith("steps=") for kv in spec.split()), name  # the loop sets 900 for every row
+    scripts = ROOT / "scripts"
+    for script in ("experiments/mscmr.sh", "experiments/mscmr_ablations.sh", "seed_model.sh"):
+        assert "--set steps=900" in (scripts / script).read_text(), script
 
 
 def test_camvid_cv_arms_are_experiment_two_with_stages_only():
