@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The cardiac-MRI seed model (issue 14, item 4): the setting that the selection protocol of docs/RESULTS.md §6
 # keeps today (the stage-2 SASFormer default: under cross-validation it ties pCE on unseen subjects, and on val it
-# is ahead; no other arm has passed the decision rule), trained with experiment 1's recipe on all 25 MSCMR training
-# subjects at seed 0, scored on the 5 val subjects, and installed as a checkpoint a new project can start from.
+# is ahead), trained with experiment 1's 900-step recipe on all 25 MSCMR training subjects at seed 0, scored on the
+# 5 val subjects, and installed as a checkpoint a new project can start from. The configs train 2700 steps since
+# that schedule passed the decision rule (2026-12-08); this script keeps 900 until the seed model is retrained at
+# 2700 and measured (docs/RESULTS.md §6, plan 4e).
 # It is the same run as `scripts/experiments/mscmr_ablations.sh stage2` (runs/mscmrabl_stage2_s0): an existing one
 # is reused, a cut one resumed. About 35 min on one core of this CPU.
 #
