@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The cardiac-MRI seed model (issue 14, item 4): the setting that the selection protocol of docs/RESULTS.md §6
 # keeps today (the stage-2 SASFormer default: under cross-validation it ties pCE on unseen subjects, and on val it
-# is ahead), trained with experiment 1's 900-step recipe on all 25 MSCMR training subjects at seed 0, scored on the
-# 5 val subjects, and installed as a checkpoint a new project can start from. The configs train 2700 steps since
-# that schedule passed the decision rule (2026-12-08); this script keeps 900 until the seed model is retrained at
-# 2700 and measured (docs/RESULTS.md §6, plan 4e).
-# It is the same run as `scripts/experiments/mscmr_ablations.sh stage2` (runs/mscmrabl_stage2_s0): an existing one
-# is reused, a cut one resumed. About 35 min on one core of this CPU.
+# is ahead), trained with the MSCMR recipe (configs/mscmr_sasformer.yaml: 2700 steps since that schedule passed the
+# decision rule on 2026-12-08) on all 25 MSCMR training subjects at seed 0, scored on the 5 val subjects, and
+# installed as a checkpoint a new project can start from.
+# RUN is its own folder (the 900-step bundle lives on in runs/mscmrabl_stage2_s0): an existing one is reused, a cut
+# one resumed. About 60 min on one core of this CPU when the other core is busy, 90 beside two other runs.
+#
 #
 # Usage: scripts/seed_model.sh [DEST_DIR]
 #   DEST_DIR defaults to the server's pretrained_dir (SASFORMER_PRETRAINED_DIR, from the environment or .env).
@@ -18,14 +18,14 @@ cd "$(dirname "$0")/.."
 source scripts/experiments/lib.sh
 NAME=mscmr-b0-stage2.safetensors
 DATA=mscmr:../shared/data/mscmr_scribble
-RUN=runs/mscmrabl_stage2_s0
+RUN=runs/mscmr_seed_stage2_s0
 
 dest="${1:-$(HF_HUB_OFFLINE=1 .venv/bin/python -c \
   'from core.settings import get_settings; print(get_settings().pretrained_dir or "")')}"
 [ -n "$dest" ] || { echo "no destination: pass DEST_DIR or set SASFORMER_PRETRAINED_DIR" >&2; exit 2; }
 [ -d "${DATA#mscmr:}" ] || { echo "MSCMR data not found at ${DATA#mscmr:} (see its README)" >&2; exit 2; }
 
-run_experiment "$RUN" mscmr_sasformer --set seed=0 --set "loss.stages=[2]" --set steps=900
+run_experiment "$RUN" mscmr_sasformer --set seed=0 --set "loss.stages=[2]"
 mkdir -p "$RUN/eval"
 eval_bundle "$RUN/last" "$RUN/eval/val_plain" --data "$DATA" --split val --exclude-background --device cpu
 mkdir -p "$dest"
