@@ -37,6 +37,8 @@ declare -A arms=(
   [stage2_pul]="mscmr_sasformer steps=900 loss.stages=[2] loss.pu_weight=1.0 loss.pu_start_step=100 loss.pu_shares=labeled"
   [pce_long]="mscmr_pce steps=2700"
   [stage2_long]="mscmr_sasformer loss.stages=[2] steps=2700"
+  [pce_xlong]="mscmr_pce steps=5400"
+  [stage2_xlong]="mscmr_sasformer loss.stages=[2] steps=5400"
 )
 grid_args "0 1 2 3 4" "$@"
 for seed in $SEEDS; do
