@@ -5,8 +5,7 @@
 # decision rule on 2026-12-08) on all 25 MSCMR training subjects at seed 0, scored on the 5 val subjects, and
 # installed as a checkpoint a new project can start from.
 # RUN is its own folder (the 900-step bundle lives on in runs/mscmrabl_stage2_s0): an existing one is reused, a cut
-# one resumed. About 60 min on one core of this CPU when the other core is busy, 90 beside two other runs.
-#
+# one resumed. About 60 min on one core of this CPU beside one other run; 125 min beside two (2026-12-08).
 #
 # Usage: scripts/seed_model.sh [DEST_DIR]
 #   DEST_DIR defaults to the server's pretrained_dir (SASFORMER_PRETRAINED_DIR, from the environment or .env).
